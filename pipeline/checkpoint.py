@@ -1,0 +1,55 @@
+"""Checkpoints that carry their architecture, classes, config and step; written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.models import Architecture, Classifier, Encoder, build_classifier, build_encoder
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write via `write(tmp_path)` then rename, so a reader never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(Path(path), lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+
+
+def save_model(path: Path, model: torch.nn.Module, arch: Architecture, **extra: Any) -> None:
+    payload = {"arch": arch.to_dict(), "state_dict": model.state_dict(), **extra}
+    atomic_write(Path(path), lambda p: torch.save(payload, p))
+
+
+def _load(path: Path) -> dict[str, Any]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_encoder(path: Path) -> tuple[Encoder, dict[str, Any]]:
+    ckpt = _load(path)
+    encoder = build_encoder(Architecture(**ckpt["arch"]))
+    encoder.load_state_dict(ckpt["state_dict"])
+    return encoder, ckpt
+
+
+def load_classifier(path: Path) -> tuple[Classifier, dict[str, Any]]:
+    ckpt = _load(path)
+    model = build_classifier(Architecture(**ckpt["arch"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model, ckpt

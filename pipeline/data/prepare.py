@@ -1,0 +1,171 @@
+"""The `prepare` step: scan image folders into a manifest and decode pixels once into a uint8 array store.
+
+Manifest columns (one row per file found):
+    path      relative to its split folder (posix)      split    labeled | unlabeled | test
+    sha256    content hash of the file bytes            label    class name ('' for unlabeled)
+    width, height, mode   of the original image         status   ok | error | duplicate | leak | hidden
+    reason    why a row is not used ('' when ok)        index    row in images.npy, -1 when not stored
+
+Rules: a file that cannot be decoded is listed with the reason and skipped; an unlabeled file whose bytes
+repeat an earlier unlabeled or labeled file counts once; a labeled or unlabeled file whose bytes also appear
+in test is excluded from training (leakage). Nothing under the data folders is ever modified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+SPLITS = ("labeled", "unlabeled", "test")
+MANIFEST_COLUMNS = ["split", "path", "label", "sha256", "width", "height", "mode", "status", "reason", "index"]
+# Refuse decompression bombs: far above any training image, far below what would exhaust memory.
+Image.MAX_IMAGE_PIXELS = 64_000_000
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    split: str
+    path: str  # relative to the split folder
+    label: str
+    full_path: Path
+
+
+def scan_folder(root: Path, split: str) -> list[ScannedFile]:
+    """List files under a split folder in sorted order; labeled/test take the class from the first folder."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{split} folder not found: {root}")
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            rel = full.relative_to(root)
+            if split == "unlabeled":
+                label = ""
+            elif len(rel.parts) < 2:
+                label = ""  # a file directly in labeled/ has no class: reported as an error below
+            else:
+                label = rel.parts[0]
+            files.append(ScannedFile(split, rel.as_posix(), label, full))
+    return files
+
+
+def decode_image(raw: bytes, image_size: int, channels: int) -> tuple[np.ndarray, tuple[int, int], str]:
+    """Decode bytes to (H, W, C) uint8 at `image_size`, converted to L or RGB; returns pixels, size, mode."""
+    import io
+
+    with Image.open(io.BytesIO(raw)) as img:
+        img.load()
+        size, mode = img.size, img.mode
+        if mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grayscale: rescale to 8 bits, not clip
+            arr = np.asarray(img, dtype=np.float64)
+            hi = arr.max() or 1.0
+            img = Image.fromarray((arr / hi * 255).round().astype(np.uint8), mode="L")
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            img = img.convert("RGBA")  # composite transparency on white rather than on black garbage
+            background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(background, img)
+        img = img.convert("L" if channels == 1 else "RGB")
+        if img.size != (image_size, image_size):
+            img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        pixels = np.asarray(img, dtype=np.uint8).reshape(image_size, image_size, channels)
+    return pixels, size, mode
+
+
+def prepare(
+    roots: dict[str, Path], out_dir: Path, image_size: int, channels: int, progress: bool = True
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Scan the three split folders, decode every image once, and write the store under `out_dir`.
+
+    Writes manifest.parquet, images.npy (N, H, W, C) uint8, classes.json (from labeled/ folder names) and
+    stats.json (per-channel mean and std of the training images, in [0, 1], which the models normalize with).
+    Returns the manifest and counts for the metrics file.
+    """
+    files = [f for split in SPLITS for f in scan_folder(roots[split], split)]
+    classes = sorted({f.label for f in files if f.split == "labeled" and f.label})
+    if not classes:
+        raise ValueError(f"no class folders with images found in {roots['labeled']}")
+    test_classes = sorted({f.label for f in files if f.split == "test" and f.label})
+    unknown = sorted(set(test_classes) - set(classes))
+    if unknown:
+        raise ValueError(f"test classes not in labeled: {unknown} (labeled has {classes})")
+
+    rows, pixels = [], []
+    for f in tqdm(files, desc="prepare", unit="img", disable=not progress, mininterval=1.0):
+        row = {"split": f.split, "path": f.path, "label": f.label, "sha256": "", "width": -1, "height": -1,
+               "mode": "", "status": "ok", "reason": "", "index": -1}  # fmt: skip
+        rows.append(row)
+        if Path(f.path).name.startswith("."):
+            row.update(status="hidden", reason="hidden file")
+            continue
+        if f.split != "unlabeled" and not f.label:
+            row.update(status="error", reason=f"file directly in {f.split}/, not in a class folder")
+            continue
+        try:
+            raw = f.full_path.read_bytes()
+        except OSError as err:
+            row.update(status="error", reason=f"unreadable: {err.strerror or err}")
+            continue
+        row["sha256"] = hashlib.sha256(raw).hexdigest()
+        try:
+            px, (w, h), mode = decode_image(raw, image_size, channels)
+        except Exception as err:  # noqa: BLE001 - any decoder failure is a per-file error, not a crash
+            row.update(status="error", reason=f"cannot decode: {type(err).__name__}: {err}"[:300])
+            continue
+        row.update(width=w, height=h, mode=mode)
+        pixels.append(px)
+        row["index"] = len(pixels) - 1
+
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    _mark_duplicates_and_leaks(manifest)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = np.lib.format.open_memmap(
+        out_dir / "images.npy", mode="w+", dtype=np.uint8, shape=(len(pixels), image_size, image_size, channels)
+    )
+    if pixels:
+        store[:] = np.stack(pixels)
+    store.flush()
+    del store
+    manifest.to_parquet(out_dir / "manifest.parquet", index=False)
+    (out_dir / "classes.json").write_text(json.dumps(classes, indent=1) + "\n")
+    (out_dir / "stats.json").write_text(json.dumps(channel_stats(manifest, pixels), indent=1) + "\n")
+
+    counts = {f"{split}_{status}": 0 for split in SPLITS for status in ("ok", "excluded")}
+    for (split, status), n in manifest.groupby(["split", "status"]).size().items():
+        counts[f"{split}_{'ok' if status == 'ok' else 'excluded'}"] += int(n)
+    for status, n in manifest["status"].value_counts().items():
+        counts[f"status_{status}"] = int(n)
+    counts["classes"] = len(classes)
+    return manifest, counts
+
+
+def channel_stats(manifest: pd.DataFrame, pixels: list[np.ndarray]) -> dict[str, list[float]]:
+    train = manifest[(manifest["status"] == "ok") & manifest["split"].isin(["labeled", "unlabeled"])]
+    if train.empty:
+        raise ValueError("no usable labeled or unlabeled image: nothing to train on")
+    x = np.stack([pixels[i] for i in train["index"]]).astype(np.float64) / 255  # (N, H, W, C)
+    return {"mean": x.mean(axis=(0, 1, 2)).tolist(), "std": np.maximum(x.std(axis=(0, 1, 2)), 1e-3).tolist()}
+
+
+def _mark_duplicates_and_leaks(manifest: pd.DataFrame) -> None:
+    ok = manifest["status"] == "ok"
+    test_hashes = set(manifest.loc[ok & (manifest["split"] == "test"), "sha256"])
+    train = ok & manifest["split"].isin(["labeled", "unlabeled"])
+    leak = train & manifest["sha256"].isin(test_hashes)
+    manifest.loc[leak, ["status", "reason"]] = ["leak", "same bytes as a test image"]
+    # Labeled rows come first, so an unlabeled copy of a labeled image is also a duplicate.
+    ok = manifest["status"] == "ok"
+    train = ok & manifest["split"].isin(["labeled", "unlabeled"])
+    dup = train & manifest.loc[train].duplicated("sha256", keep="first").reindex(manifest.index, fill_value=False)
+    first = manifest.loc[train].drop_duplicates("sha256").set_index("sha256")
+    for i in manifest.index[dup]:
+        orig = first.loc[manifest.at[i, "sha256"]]
+        manifest.loc[i, ["status", "reason"]] = ["duplicate", f"same bytes as {orig['split']}/{orig['path']}"]

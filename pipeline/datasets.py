@@ -1,0 +1,57 @@
+"""Torch datasets over the prepared uint8 store, and batched inference without augmentation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+Transform = Callable[..., dict]
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(H, W, C) or (B, H, W, C) uint8 -> float in [0, 1], (C, H, W) or (B, C, H, W), channels_last."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255)
+    if x.ndim == 3:
+        return x.permute(2, 0, 1)
+    return x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+
+class Views(Dataset):
+    """Item i: `len(transforms)` augmented views of store row index[i], plus the item number i."""
+
+    def __init__(self, images: np.ndarray, index: np.ndarray, transforms: list[Transform]):
+        self.images, self.index, self.transforms = images, index, transforms
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[list[torch.Tensor], int]:
+        img = np.asarray(self.images[self.index[i]])  # (H, W, C) uint8
+        return [to_tensor(t(image=img)["image"]) for t in self.transforms], i
+
+
+def endless_loader(dataset: Dataset, batch_size: int, num_samples: int, seed: int) -> DataLoader:
+    """Sample `num_samples` items with replacement in batches, in an order fixed by `seed`.
+
+    Augmentation runs in this process (num_workers=0) so albumentations' seeded generators make the
+    augmented images repeatable from run to run.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    sampler = RandomSampler(dataset, replacement=True, num_samples=num_samples, generator=generator)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0, drop_last=True)
+
+
+def epoch_loader(dataset: Dataset, batch_size: int, seed: int) -> DataLoader:
+    """One shuffled pass per iteration, last partial batch dropped; the order of epoch e depends on seed only."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, num_workers=0,
+                      drop_last=True)  # fmt: skip
+
+
+def image_batches(images: np.ndarray, index: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
+    """Un-augmented batches (B, C, H, W) of store rows `index`, in order; reads the memmap in slices."""
+    for start in range(0, len(index), batch_size):
+        yield to_tensor(images[index[start : start + batch_size]])

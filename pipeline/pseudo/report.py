@@ -1,0 +1,78 @@
+"""The per-sample pseudo-label table of a round and the statistics logged for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.pseudo.select import Selection
+
+TABLE_COLUMNS = [
+    "round", "sha256", "path", "index", "pseudo_label", "soft_label", "confidence", "weight", "ood_score",
+    "in_distribution", "accepted", "reason",
+]  # fmt: skip
+
+
+def pseudo_label_table(
+    round_name: str, sha256: np.ndarray, paths: np.ndarray, index: np.ndarray, probs: np.ndarray,
+    selection: Selection, ood_score: np.ndarray, in_distribution: np.ndarray, classes: list[str],
+) -> pd.DataFrame:  # fmt: skip
+    """One row per unlabeled image: content hash and path, teacher soft label, confidence, OOD score, decision."""
+    return pd.DataFrame(
+        {
+            "round": round_name, "sha256": sha256, "path": paths, "index": index,
+            "pseudo_label": np.asarray(classes)[selection.pseudo_label],
+            "soft_label": list(probs.astype(np.float32)), "confidence": selection.confidence,
+            "weight": selection.weight, "ood_score": ood_score, "in_distribution": in_distribution,
+            "accepted": selection.accepted, "reason": selection.reason,
+        },
+        columns=TABLE_COLUMNS,
+    )  # fmt: skip
+
+
+def read_analysis_labels(path: str | Path) -> pd.Series:
+    """True labels of unlabeled images (path relative to the unlabeled folder -> class), for analysis only.
+
+    A missing file or a file with only a header gives an empty Series: precision is then not reported.
+    """
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.Series(dtype=str)
+    frame = pd.read_csv(path, dtype=str)
+    missing = {"path", "label"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: analysis file needs columns path,label; missing {sorted(missing)}")
+    return frame.set_index("path")["label"]
+
+
+def pseudo_label_stats(table: pd.DataFrame, classes: list[str], truth: pd.Series) -> dict[str, float]:
+    """Round statistics under namespaced keys: pl/* for pseudo-labels, ood/* for the OOD filter.
+
+    pl/precision is the share of accepted pseudo-labels equal to the analysis label (only where known);
+    pl/coverage is accepted / pool size.
+    """
+    accepted = table[table["accepted"]]
+    stats = {
+        "pl/pool": float(len(table)),
+        "pl/accepted": float(len(accepted)),
+        "pl/coverage": float(len(accepted) / max(1, len(table))),
+        "pl/mean_confidence": float(table["confidence"].mean()) if len(table) else 0.0,
+        "pl/mean_confidence_accepted": float(accepted["confidence"].mean()) if len(accepted) else 0.0,
+        "pl/low_confidence": float((table["reason"] == "low_confidence").sum()),
+        "ood/rejected": float((~table["in_distribution"]).sum()),
+        "ood/rejected_rate": float((~table["in_distribution"]).mean()) if len(table) else 0.0,
+    }
+    counts = accepted["pseudo_label"].value_counts()
+    for c in classes:
+        stats[f"pl/count/{c}"] = float(counts.get(c, 0))
+    known = accepted[accepted["path"].isin(truth.index)]
+    if len(known):
+        stats["pl/precision"] = float((known["pseudo_label"].to_numpy() == truth.loc[known["path"]].to_numpy()).mean())
+    in_pool = table[table["path"].isin(truth.index)]
+    if len(in_pool):
+        stats["pl/teacher_pool_accuracy"] = float(
+            (in_pool["pseudo_label"].to_numpy() == truth.loc[in_pool["path"]].to_numpy()).mean()
+        )
+    return stats

@@ -1,0 +1,119 @@
+"""Self-supervised pretraining of the encoder (SimCLR), with collapse checks and a kNN monitor each epoch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline import augment
+from pipeline.config import PretrainConfig
+from pipeline.datasets import Views, epoch_loader, image_batches
+from pipeline.losses.ssl import nt_xent
+from pipeline.metrics import effective_rank, knn_accuracy
+from pipeline.models import Encoder, ProjectionHead
+from pipeline.schedules import warmup_cosine
+from pipeline.train import LogFn, check_finite
+
+# A representation has collapsed when its L2-normalized embeddings barely vary (all images map to about the
+# same point: per-dimension std far below the 1/sqrt(D) of well-spread embeddings) or lie on about one line.
+COLLAPSE_STD_RATIO = 0.05
+COLLAPSE_MIN_RANK = 1.5
+
+
+class CollapseError(RuntimeError):
+    """The SSL representation collapsed; the message says which check failed and at which epoch."""
+
+
+@dataclass(frozen=True)
+class KnnMonitor:
+    """Labeled and test images for the per-epoch kNN accuracy of the encoder features."""
+
+    train_index: np.ndarray
+    train_labels: np.ndarray
+    test_index: np.ndarray
+    test_labels: np.ndarray
+    k: int
+
+
+@torch.no_grad()
+def encode(encoder: Encoder, images: np.ndarray, index: np.ndarray, batch_size: int = 512) -> torch.Tensor:
+    encoder.eval()
+    out = [encoder(x) for x in image_batches(images, index, batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, encoder.feature_dim)
+
+
+def representation_health(features: torch.Tensor) -> dict[str, float]:
+    """Per-dimension std of the L2-normalized features (times sqrt(D): ~1 when well spread) and effective rank."""
+    z = torch.nn.functional.normalize(features, dim=1)
+    std = z.std(dim=0).mean().item() * features.shape[1] ** 0.5
+    return {"ssl/std_ratio": std, "ssl/effective_rank": effective_rank(features)}
+
+
+def check_collapse(health: dict[str, float], epoch: int) -> None:
+    if health["ssl/std_ratio"] < COLLAPSE_STD_RATIO:
+        raise CollapseError(
+            f"representation collapsed at epoch {epoch}: normalized-embedding std ratio "
+            f"{health['ssl/std_ratio']:.4f} < {COLLAPSE_STD_RATIO} (every image maps to about the same point); "
+            "try a lower learning rate or a higher temperature"
+        )
+    if health["ssl/effective_rank"] < COLLAPSE_MIN_RANK:
+        raise CollapseError(
+            f"representation collapsed at epoch {epoch}: effective rank {health['ssl/effective_rank']:.2f} "
+            f"< {COLLAPSE_MIN_RANK} (embeddings lie on about one line)"
+        )
+
+
+def pretrain_simclr(
+    encoder: Encoder, images: np.ndarray, index: np.ndarray, cfg: PretrainConfig, image_size: int, seed: int,
+    monitor: KnnMonitor | None, log: LogFn,
+) -> dict[str, float]:  # fmt: skip
+    """SimCLR (Chen et al. 2020): two augmented views per image, NT-Xent on projections g(f(x)).
+
+    SGD with Nesterov momentum, lr = cfg.lr * batch / 256, one warm-up epoch then cosine decay. Logs the
+    loss per step interval and, per epoch, the kNN accuracy and representation health (std, effective rank).
+    """
+    batch = min(cfg.batch_size, len(index))
+    if batch < 2:
+        raise ValueError(f"pretrain needs at least 2 images, found {len(index)}")
+    head = ProjectionHead(encoder.feature_dim, cfg.projection_dim)
+    params = list(encoder.parameters()) + list(head.parameters())
+    peak = cfg.lr * batch / 256
+    opt = torch.optim.SGD(params, lr=peak, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    views = Views(images, index, [augment.ssl_view(cfg.views, image_size, seed + v) for v in (0, 1)])
+    steps_per_epoch = len(index) // batch
+    total = cfg.epochs * steps_per_epoch
+    warmup = min(steps_per_epoch, total // 10)
+    summary: dict[str, float] = {}
+    step = 0
+    for epoch in range(cfg.epochs):
+        encoder.train()
+        head.train()
+        losses = []
+        loader = epoch_loader(views, batch, seed + epoch)
+        for (v1, v2), _ in tqdm(loader, desc=f"pretrain {epoch + 1}/{cfg.epochs}", unit="step", mininterval=1.0):
+            for group in opt.param_groups:
+                group["lr"] = warmup_cosine(step, total, peak, warmup_steps=warmup)
+            z = head(encoder(torch.cat([v1, v2])))  # (2B, P): both views in one batch, so BN sees both
+            loss = nt_xent(z[: len(v1)], z[len(v1) :], cfg.temperature)
+            check_finite(loss, step, f"pretrain epoch {epoch + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            step += 1
+        summary = {"train/loss": float(np.mean(losses)), "train/lr": opt.param_groups[0]["lr"]}
+        if monitor is not None:
+            train_f = encode(encoder, images, monitor.train_index)
+            test_f = encode(encoder, images, monitor.test_index)
+            summary.update(representation_health(torch.cat([train_f, test_f])))
+            if len(monitor.test_index):
+                summary["knn/accuracy"] = knn_accuracy(
+                    train_f, torch.as_tensor(monitor.train_labels), test_f, torch.as_tensor(monitor.test_labels),
+                    k=monitor.k,
+                )  # fmt: skip
+            check_collapse(summary, epoch + 1)
+        log(summary, epoch + 1)
+    return summary

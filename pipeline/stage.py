@@ -1,0 +1,31 @@
+"""What every stage script does first: read its arguments, validate params.yaml, set the seed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.config import ConfigError, Params, load_params
+from pipeline.tracking import dvc_data_hash
+
+
+def start(description: str, with_round: bool = False, argv: list[str] | None = None) -> tuple[Params, str | None]:
+    """Parse `--params` (and `--round`), validate the params file; exit with a clear message when invalid."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    if with_round:
+        parser.add_argument("--round", required=True, help="round name from params.yaml rounds, e.g. r1")
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params)
+        if with_round:
+            params.round_config(args.round)  # validates the round and its overrides up front
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    return params, getattr(args, "round", None)
+
+
+def data_hashes(params: Params) -> dict[str, str]:
+    """DVC hashes of the input folders, for MLflow tags: which data version a run saw."""
+    p = params.paths
+    return {"labeled": dvc_data_hash(p.labeled), "unlabeled": dvc_data_hash(p.unlabeled), "test": dvc_data_hash(p.test)}

@@ -1,0 +1,46 @@
+"""Per-round evaluation and the summary table printed at the end of a run."""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.metrics import accuracy, confusion_matrix, expected_calibration_error
+from pipeline.pseudo.select import softmax
+
+
+def test_metrics(logits: np.ndarray, labels: np.ndarray, ece_bins: int) -> tuple[dict[str, float], np.ndarray]:
+    """Test accuracy and ECE of one model, and its confusion matrix."""
+    probs = softmax(logits)
+    pred = probs.argmax(axis=1)
+    metrics = {
+        "test/accuracy": accuracy(pred, labels),
+        "test/ece": expected_calibration_error(probs, labels, ece_bins),
+        "test/images": float(len(labels)),
+    }
+    return metrics, confusion_matrix(pred, labels, logits.shape[1])
+
+
+def rounds_table(rows: list[dict]) -> Table:
+    """rows: {'round', 'model', 'test/accuracy', 'pl/accepted', 'ood/rejected', 'pl/precision', 'run_id'}."""
+    table = Table(title="Pseudo-label rounds", title_justify="left")
+    for col, justify in [("round", "left"), ("model", "left"), ("test acc", "right"), ("ECE", "right"),
+                         ("PL accepted", "right"), ("OOD rejected", "right"), ("PL precision", "right"),
+                         ("MLflow run", "left")]:  # fmt: skip
+        table.add_column(col, justify=justify)
+
+    def fmt(row: dict, key: str, pattern: str) -> str:
+        return pattern.format(row[key]) if key in row and row[key] == row[key] else "-"
+
+    for row in rows:
+        table.add_row(
+            row["round"], row["model"], fmt(row, "test/accuracy", "{:.2%}"), fmt(row, "test/ece", "{:.3f}"),
+            fmt(row, "pl/accepted", "{:,.0f}"), fmt(row, "ood/rejected", "{:,.0f}"),
+            fmt(row, "pl/precision", "{:.2%}"), row.get("run_id", "-") or "-",
+        )  # fmt: skip
+    return table
+
+
+def print_table(table: Table) -> None:
+    Console(width=120).print(table)

@@ -1,0 +1,168 @@
+"""MLflow tracking: one parent run per pipeline execution, one child run per stage and round.
+
+DVC runs each stage as its own process, so the stages of one `dvc repro` find their common parent run by a
+`pipeline_id` tag: the id of the `dvc` process that started them (or $PIPELINE_ID when set). The default
+tracking store is a SQLite database at the repository root ($DVC_ROOT, so `dvc exp run` in a temporary
+workspace logs to the same place); $MLFLOW_TRACKING_URI overrides it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PIPELINE_TAG = "pipeline_id"
+
+
+def project_root() -> Path:
+    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+
+
+def tracking_uri(root: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+
+
+def pipeline_id() -> str:
+    """Identify this pipeline execution: $PIPELINE_ID, else the nearest ancestor `dvc` process, else unique."""
+    if os.environ.get("PIPELINE_ID"):
+        return os.environ["PIPELINE_ID"]
+    try:
+        import psutil
+
+        proc = psutil.Process().parent()
+        while proc is not None:
+            cmd = proc.cmdline()
+            if any(Path(part).name == "dvc" for part in cmd[:2]):
+                return f"{os.uname().nodename}-{proc.pid}-{int(proc.create_time() * 1000)}"
+            proc = proc.parent()
+    except Exception:  # noqa: BLE001 - no process tree access: fall back to one run per stage
+        pass
+    return f"standalone-{uuid.uuid4().hex[:12]}"
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def dvc_data_hash(folder: str | Path) -> str:
+    """The md5 DVC recorded for a `dvc add`-ed folder (from `<folder>.dvc`), or 'untracked'."""
+    dvc_file = Path(f"{Path(folder)}.dvc")
+    if not dvc_file.is_file():
+        return "untracked"
+    outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
+    return str(outs[0].get("md5", "untracked"))
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class StageRun:
+    """The MLflow child run of one stage: metrics with a step, artifacts, and the run id for the summary."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        import mlflow
+
+        mlflow.log_artifact(str(path), artifact_path)
+
+    def log_frame(self, frame, artifact_file: str) -> None:
+        """A pandas DataFrame as a CSV artifact (index kept), e.g. 'confusion/r1.csv'."""
+        import mlflow
+
+        mlflow.log_text(frame.to_csv(), artifact_file)
+
+
+def _experiment_id(client, name: str, root: Path, uri: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    # Keep artifacts beside the local database rather than wherever the stage happens to run.
+    location = (root / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _parent_run(client, experiment_id: str, pid: str, tags: dict[str, str]) -> str:
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.{PIPELINE_TAG} = '{pid}' and tags.kind = 'pipeline'", max_results=1
+    )
+    if found:
+        return found[0].info.run_id
+    name = "pipeline " + time.strftime("%Y-%m-%d %H:%M:%S")
+    run = client.create_run(experiment_id, run_name=name, tags={**tags, PIPELINE_TAG: pid, "kind": "pipeline"})
+    client.set_terminated(run.info.run_id)  # the parent only groups; each child carries its own status
+    return run.info.run_id
+
+
+@contextmanager
+def stage_run(
+    experiment: str, run_name: str, stage: str, round_name: str | None, params: dict[str, Any],
+    data_hashes: dict[str, str],
+) -> Iterator[StageRun]:  # fmt: skip
+    """Start the child run of a stage under this pipeline execution's parent, log params and tags."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    root = project_root()
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    experiment_id = _experiment_id(client, experiment, root, uri)
+    commit = git_commit(root)
+    common = {"git_commit": commit, **{f"data_hash.{k}": v for k, v in data_hashes.items()}}
+    if os.environ.get("DVC_EXP_NAME"):
+        common["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    pid = pipeline_id()
+    parent = _parent_run(client, experiment_id, pid, common)
+    tags = {
+        **common, "kind": "stage", "stage": stage, "dvc_stage": os.environ.get("DVC_STAGE", stage),
+        "round": round_name or "", PIPELINE_TAG: pid,
+    }  # fmt: skip
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent, tags=tags) as run:
+        mlflow.log_params(flatten(params))
+        yield StageRun(run.info.run_id)
+
+
+def latest_round_runs(experiment: str, stages: tuple[str, ...] = ("teacher", "student")) -> dict[str, str]:
+    """{round: run_id} of the most recent finished model-training run of each round in the experiment."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri(project_root()))
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return {}
+    quoted = ", ".join(f"'{s}'" for s in stages)
+    runs = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.stage IN ({quoted}) and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1000,
+    )  # fmt: skip
+    out: dict[str, str] = {}
+    for run in runs:
+        out.setdefault(run.data.tags.get("round", ""), run.info.run_id)
+    return out

@@ -1,0 +1,167 @@
+"""Training loops for the teacher and the noisy students, inference, and the determinism switches."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from pipeline import augment
+from pipeline.config import StudentConfig, TeacherConfig
+from pipeline.datasets import Views, endless_loader, image_batches
+from pipeline.losses.semi import entropy_minimization, weighted_soft_cross_entropy
+from pipeline.models import Classifier
+from pipeline.schedules import linear_ramp, warmup_cosine
+
+LogFn = Callable[[dict[str, float], int], None]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator and require deterministic kernels, so two runs on CPU give the same numbers."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+
+
+def check_finite(loss: torch.Tensor, step: int, stage: str) -> None:
+    if not math.isfinite(loss.item()):
+        raise FloatingPointError(f"{stage}: loss is {loss.item()} at step {step}; stopping (no output written)")
+
+
+@dataclass(frozen=True)
+class Labeled:
+    index: np.ndarray  # (N,) store rows
+    labels: np.ndarray  # (N,) class indices
+
+
+@dataclass(frozen=True)
+class PseudoLabeled:
+    """Unlabeled images that passed the OOD filter, with their targets (weight 0 where not accepted)."""
+
+    index: np.ndarray  # (M,) store rows
+    targets: np.ndarray  # (M, C) soft or one-hot pseudo-labels
+    weights: np.ndarray  # (M,) confidence weights, 0 for rejected-as-unconfident
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """Views plus per-item arrays, so the loop gets (view, label / target / weight) in one batch."""
+
+    def __init__(self, views: Views, **arrays: np.ndarray):
+        self.views, self.arrays = views, arrays
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __getitem__(self, i: int):
+        (view,), _ = self.views[i]
+        return view, {k: torch.as_tensor(v[i]) for k, v in self.arrays.items()}
+
+
+def _sgd(model: Classifier, lr: float, weight_decay: float, encoder_lr_scale: float) -> torch.optim.SGD:
+    groups = [{"params": list(model.head.parameters()), "lr_scale": 1.0}]
+    if encoder_lr_scale > 0:
+        groups.append({"params": list(model.encoder.parameters()), "lr_scale": encoder_lr_scale})
+    return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr * group["lr_scale"]
+
+
+def fit_teacher(
+    model: Classifier, images: np.ndarray, labeled: Labeled, cfg: TeacherConfig, image_size: int, seed: int,
+    log: LogFn, log_every: int = 25,
+) -> dict[str, float]:  # fmt: skip
+    """Fine-tune encoder + linear head on the labeled images with weak augmentation (cross-entropy)."""
+    frozen = cfg.encoder_lr_scale == 0
+    model.encoder.requires_grad_(not frozen)
+    opt = _sgd(model, cfg.lr, cfg.weight_decay, cfg.encoder_lr_scale)
+    data = _Indexed(Views(images, labeled.index, [augment.weak(image_size, seed)]), label=labeled.labels)
+    loader = endless_loader(data, cfg.batch_size, cfg.steps * cfg.batch_size, seed)
+    model.train()
+    if frozen:
+        model.encoder.eval()  # a frozen encoder keeps its BatchNorm statistics too
+    last: dict[str, float] = {}
+    for step, (x, arrays) in enumerate(tqdm(loader, desc="teacher", unit="step", mininterval=1.0)):
+        _set_lr(opt, warmup_cosine(step, cfg.steps, cfg.lr, warmup_steps=cfg.steps // 20))
+        loss = F.cross_entropy(model(x), arrays["label"])
+        check_finite(loss, step, "teacher")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % log_every == 0 or step == cfg.steps - 1:
+            last = {"train/loss": loss.item(), "train/lr": opt.param_groups[0]["lr"]}
+            log(last, step)
+    model.encoder.requires_grad_(True)
+    return last
+
+
+def fit_student(
+    model: Classifier, images: np.ndarray, labeled: Labeled, pseudo: PseudoLabeled, cfg: StudentConfig,
+    image_size: int, seed: int, log: LogFn, log_every: int = 25,
+) -> dict[str, float]:  # fmt: skip
+    """Noisy-student training on labeled + pseudo-labeled images, both strongly augmented, in one batch:
+
+        loss = CE(labeled) + unlabeled_weight * weighted_soft_CE(pseudo) + lambda(step) * H(unlabeled)
+
+    Noise: strong augmentation here, dropout and stochastic depth inside the model (train mode).
+    """
+    if len(pseudo.index) == 0:
+        raise ValueError("student: no unlabeled image passed the OOD filter; nothing to train on")
+    opt = _sgd(model, cfg.lr, cfg.weight_decay, 1.0)
+    noisy = augment.strong(cfg.strong, image_size, seed)
+    lab = _Indexed(Views(images, labeled.index, [noisy]), label=labeled.labels)
+    unl = _Indexed(
+        Views(images, pseudo.index, [augment.strong(cfg.strong, image_size, seed + 1)]),
+        target=pseudo.targets.astype(np.float32), weight=pseudo.weights.astype(np.float32),
+    )  # fmt: skip
+    lab_loader = endless_loader(lab, cfg.batch_labeled, cfg.steps * cfg.batch_labeled, seed)
+    unl_loader = endless_loader(unl, cfg.batch_unlabeled, cfg.steps * cfg.batch_unlabeled, seed + 1)
+    ramp = round(cfg.entropy_warmup * cfg.steps)
+    model.train()
+    last: dict[str, float] = {}
+    batches = zip(lab_loader, unl_loader, strict=True)
+    for step, ((xl, al), (xu, au)) in enumerate(tqdm(batches, total=cfg.steps, desc="student", unit="step",
+                                                       mininterval=1.0)):  # fmt: skip
+        _set_lr(opt, warmup_cosine(step, cfg.steps, cfg.lr, warmup_steps=cfg.steps // 20))
+        logits = model(torch.cat([xl, xu]))
+        logits_l, logits_u = logits[: len(xl)], logits[len(xl) :]
+        loss_l = F.cross_entropy(logits_l, al["label"])
+        loss_u = weighted_soft_cross_entropy(logits_u, au["target"], au["weight"])
+        lam = linear_ramp(step, ramp, cfg.entropy_weight)
+        loss_ent = entropy_minimization(logits_u, torch.ones(len(xu)))
+        loss = loss_l + cfg.unlabeled_weight * loss_u + lam * loss_ent
+        check_finite(loss, step, "student")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % log_every == 0 or step == cfg.steps - 1:
+            last = {
+                "train/loss": loss.item(), "train/loss_l": loss_l.item(), "train/loss_u": loss_u.item(),
+                "train/entropy": loss_ent.item(), "train/entropy_weight": lam, "train/lr": opt.param_groups[0]["lr"],
+                "pl/batch_mask_rate": float((au["weight"] > 0).float().mean()),
+            }  # fmt: skip
+            log(last, step)
+    return last
+
+
+@torch.no_grad()
+def predict(model: Classifier, images: np.ndarray, index: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (N, C) and encoder features (N, D) of store rows `index`, in eval mode, without augmentation."""
+    model.eval()
+    logits, features = [], []
+    for x in image_batches(images, index, batch_size):
+        h = model.encoder(x)
+        features.append(h)
+        logits.append(model.head(model.dropout(h)))
+    if not logits:
+        return np.zeros((0, model.arch.num_classes)), np.zeros((0, model.encoder.feature_dim))
+    return torch.cat(logits).numpy(), torch.cat(features).numpy()

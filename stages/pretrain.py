@@ -1,0 +1,48 @@
+"""DVC stage `pretrain`: self-supervised pretraining of the encoder on labeled + unlabeled images."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.checkpoint import save_model, write_json
+from pipeline.data.store import load_prepared
+from pipeline.models import Architecture, build_encoder
+from pipeline.ssl import KnnMonitor, pretrain_simclr
+from pipeline.stage import data_hashes, start
+from pipeline.tracking import stage_run
+from pipeline.train import seed_everything
+
+
+def main() -> None:
+    params, _ = start(__doc__)
+    cfg, paths = params.pretrain, params.paths
+    seed_everything(params.seed)
+    data = load_prepared(paths.prepared)
+    labeled, unlabeled, test = data.split("labeled"), data.split("unlabeled"), data.split("test")
+    pick = np.random.default_rng(params.seed).permutation(len(test.index))[: cfg.knn_test_images]
+    monitor = KnnMonitor(labeled.index, labeled.labels, test.index[pick], test.labels[pick], cfg.knn_k)
+    arch = Architecture(channels=params.data.channels, width=params.model.width, depth=params.model.depth)
+    encoder = build_encoder(arch, data.stats["mean"], data.stats["std"])
+    history: list[dict] = []
+
+    with stage_run(params.mlflow.experiment, "pretrain", "pretrain", None,
+                   {"pretrain": cfg.model_dump(), "model": params.model.model_dump()},
+                   data_hashes(params)) as run:  # fmt: skip
+        def log(metrics: dict[str, float], step: int) -> None:
+            run.log(metrics, step)
+            history.append({"epoch": step, **{k.replace("/", "_"): v for k, v in metrics.items()}})
+
+        train_index = np.concatenate([labeled.index, unlabeled.index])
+        summary = pretrain_simclr(encoder, data.images, train_index, cfg, params.data.image_size, params.seed,
+                                  monitor, log)  # fmt: skip
+        out = Path(paths.encoder) / "encoder.pt"
+        save_model(out, encoder, arch, config=params.model_dump(), epochs=cfg.epochs)
+        run.log_artifact(out)
+    write_json(Path(paths.metrics) / "pretrain.json", summary)
+    Path(paths.plots).mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(history).to_csv(Path(paths.plots) / "pretrain.csv", index=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""DVC stage `student@<round>`: a noisy student trained on labeled + accepted pseudo-labels.
+
+Noise: strong augmentation, dropout, stochastic depth; loss adds confidence-weighted pseudo-label
+cross-entropy and entropy minimization on unlabeled images that passed the OOD filter.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.checkpoint import load_classifier, load_encoder, save_model
+from pipeline.data.store import load_prepared
+from pipeline.models import Architecture, build_classifier
+from pipeline.stage import data_hashes, start
+from pipeline.tracking import stage_run
+from pipeline.train import Labeled, PseudoLabeled, fit_student, seed_everything
+
+
+def pseudo_targets(table: pd.DataFrame, num_classes: int, class_index: dict[str, int], hard: bool) -> PseudoLabeled:
+    pool = table[table["in_distribution"]]
+    if hard:
+        targets = np.eye(num_classes)[pool["pseudo_label"].map(class_index).to_numpy()]
+    else:
+        targets = np.stack(pool["soft_label"].to_numpy()) if len(pool) else np.zeros((0, num_classes))
+    return PseudoLabeled(pool["index"].to_numpy(np.int64), targets, pool["weight"].to_numpy())
+
+
+def main() -> None:
+    params, round_name = start(__doc__, with_round=True)
+    _, cfg = params.round_config(round_name)
+    paths, prev = params.paths, params.rounds[round_name].prev
+    seed_everything(params.seed)
+    data = load_prepared(paths.prepared)
+    labeled = data.split("labeled")
+    table = pd.read_parquet(Path(paths.pseudolabels) / f"{round_name}.parquet")
+    pseudo = pseudo_targets(table, len(data.classes), {c: i for i, c in enumerate(data.classes)}, cfg.hard_labels)
+    arch = Architecture(channels=params.data.channels, width=cfg.width, depth=cfg.depth,
+                        num_classes=len(data.classes), dropout=cfg.dropout,
+                        stochastic_depth=cfg.stochastic_depth)  # fmt: skip
+    model = build_classifier(arch, data.stats["mean"], data.stats["std"])
+    if cfg.init == "ssl":
+        encoder, _ = load_encoder(Path(paths.encoder) / "encoder.pt")
+        model.encoder.load_state_dict(encoder.state_dict())
+    elif cfg.init == "previous":
+        previous, _ = load_classifier(Path(paths.rounds) / prev / "model.pt")
+        model.load_state_dict(previous.state_dict())
+
+    with stage_run(params.mlflow.experiment, f"{round_name}/student", "student", round_name,
+                   {"student": cfg.model_dump(), "prev": prev, "model": arch.to_dict()},
+                   data_hashes(params)) as run:  # fmt: skip
+        fit_student(model, data.images, Labeled(labeled.index, labeled.labels), pseudo, cfg,
+                    params.data.image_size, params.seed, run.log)  # fmt: skip
+        out = Path(paths.rounds) / round_name / "model.pt"
+        save_model(out, model, arch, classes=data.classes, round=round_name, steps=cfg.steps,
+                   config=params.model_dump())  # fmt: skip
+        run.log_artifact(out)
+
+
+if __name__ == "__main__":
+    main()

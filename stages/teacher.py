@@ -1,0 +1,36 @@
+"""DVC stage `teacher`: SSL encoder + linear head, fine-tuned on the labeled images (round r0)."""
+
+from pathlib import Path
+
+from pipeline.checkpoint import load_encoder, save_model
+from pipeline.config import TEACHER_ROUND
+from pipeline.data.store import load_prepared
+from pipeline.models import Architecture, build_classifier
+from pipeline.stage import data_hashes, start
+from pipeline.tracking import stage_run
+from pipeline.train import Labeled, fit_teacher, seed_everything
+
+
+def main() -> None:
+    params, _ = start(__doc__)
+    cfg, paths = params.teacher, params.paths
+    seed_everything(params.seed)
+    data = load_prepared(paths.prepared)
+    labeled = data.split("labeled")
+    encoder, ssl_ckpt = load_encoder(Path(paths.encoder) / "encoder.pt")
+    arch = Architecture(**{**ssl_ckpt["arch"], "num_classes": len(data.classes), "dropout": cfg.dropout})
+    model = build_classifier(arch, data.stats["mean"], data.stats["std"])
+    model.encoder.load_state_dict(encoder.state_dict())
+
+    with stage_run(params.mlflow.experiment, f"{TEACHER_ROUND}/teacher", "teacher", TEACHER_ROUND,
+                   {"teacher": cfg.model_dump(), "model": arch.to_dict()}, data_hashes(params)) as run:  # fmt: skip
+        fit_teacher(model, data.images, Labeled(labeled.index, labeled.labels), cfg, params.data.image_size,
+                    params.seed, run.log)  # fmt: skip
+        out = Path(paths.rounds) / TEACHER_ROUND / "model.pt"
+        save_model(out, model, arch, classes=data.classes, round=TEACHER_ROUND, steps=cfg.steps,
+                   config=params.model_dump())  # fmt: skip
+        run.log_artifact(out)
+
+
+if __name__ == "__main__":
+    main()

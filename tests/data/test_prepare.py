@@ -1,0 +1,67 @@
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from pipeline.data.prepare import prepare
+from pipeline.data.store import load_prepared
+
+
+def roots(data: Path) -> dict[str, Path]:
+    return {s: data / s for s in ("labeled", "unlabeled", "test")}
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def test_prepare_fixture_lists_corrupt_duplicate_and_hidden_files(fixture_data, tmp_path):
+    before = tree_digest(fixture_data)
+    manifest, counts = prepare(roots(fixture_data), tmp_path / "prepared", image_size=28, channels=1, progress=False)
+
+    by_path = manifest.set_index(["split", "path"])
+    broken = by_path.loc[("unlabeled", "shard_000/broken.png")]
+    assert broken["status"] == "error" and "cannot decode" in broken["reason"] and broken["index"] == -1
+    copy = by_path.loc[("unlabeled", "shard_000/copy_of_first.png")]
+    pair = manifest[manifest["sha256"] == copy["sha256"]]
+    assert sorted(pair["status"]) == ["duplicate", "ok"]  # counted once; the first in path order is kept
+    kept, dropped = pair[pair["status"] == "ok"].iloc[0], pair[pair["status"] == "duplicate"].iloc[0]
+    assert dropped["reason"] == f"same bytes as unlabeled/{kept['path']}" and dropped["index"] >= 0
+    assert by_path.loc[("unlabeled", ".DS_Store"), "status"] == "hidden"
+    assert counts == {**counts, "labeled_ok": 30, "unlabeled_ok": 200, "test_ok": 100, "unlabeled_excluded": 3,
+                      "classes": 10}  # fmt: skip
+    assert tree_digest(fixture_data) == before  # nothing under data/ was touched
+
+    store = load_prepared(tmp_path / "prepared")
+    # 330 usable images + the decoded duplicate (kept in the store, excluded by its status)
+    assert store.images.shape == (331, 28, 28, 1) and store.images.dtype == np.uint8
+    assert len(store.classes) == 10 and store.classes == sorted(store.classes)
+    labeled = store.split("labeled")
+    assert len(labeled.index) == 30 and set(labeled.labels) == set(range(10))
+    row = manifest[manifest["status"] == "ok"].iloc[0]
+    original = np.asarray(Image.open(fixture_data / row["split"] / row["path"]))
+    assert np.array_equal(store.images[row["index"], :, :, 0], original)  # 28x28 stays pixel-exact
+    assert 0 < store.stats["mean"][0] < 1 and json.loads((tmp_path / "prepared/classes.json").read_text())
+
+
+def test_leak_into_test_is_excluded_and_colour_images_are_converted(fixture_data, tmp_path):
+    first_test = sorted((fixture_data / "test").rglob("*.png"))[0]
+    (fixture_data / "unlabeled" / "leaked.png").write_bytes(first_test.read_bytes())
+    rgba = Image.new("RGBA", (40, 30), (255, 0, 0, 128))
+    buf = io.BytesIO()
+    rgba.save(buf, format="PNG")
+    (fixture_data / "unlabeled" / "big_colour.png").write_bytes(buf.getvalue())
+
+    manifest, _ = prepare(roots(fixture_data), tmp_path / "p", image_size=28, channels=3, progress=False)
+    rows = manifest.set_index("path")
+    assert rows.loc["leaked.png", "status"] == "leak"
+    colour = rows.loc["big_colour.png"]
+    assert colour["status"] == "ok" and (colour["width"], colour["height"], colour["mode"]) == (40, 30, "RGBA")
+    store = load_prepared(tmp_path / "p")
+    assert store.images.shape[1:] == (28, 28, 3)
+    assert isinstance(pd.read_parquet(tmp_path / "p/manifest.parquet"), pd.DataFrame)

@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_params(tmp_path: Path, **changes) -> Path:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = params
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_project_params_are_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert params.round_order()[0] == "r0"
+    assert params.round_order() == ["r0", *sorted(params.rounds)]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"pseudolabel__threshold": 1.5}, "pseudolabel.threshold"),
+        ({"pretrain__epochs": -1}, "pretrain.epochs"),
+        ({"pretrain__method": "magic"}, "pretrain.method"),
+        ({"student__dropuot": 0.1}, "student.dropuot"),
+        ({"rounds": {"r1": {"prev": "r0"}, "r2": {"prev": "r9"}}}, "rounds.r2.prev: 'r9' is not a round"),
+        ({"rounds": {"r1": {"prev": "r2"}, "r2": {"prev": "r1"}}}, "loops"),
+        ({"student__width": 8}, "student.width/depth must be >="),
+    ],
+)
+def test_invalid_params_name_the_key(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_params(write_params(tmp_path, **change))
+
+
+def test_round_overrides_are_merged_and_validated(tmp_path):
+    rounds = {"r1": {"prev": "r0"}, "r2": {"prev": "r1", "pseudolabel": {"threshold": 0.9}, "student": {"steps": 7}}}
+    params = load_params(write_params(tmp_path, rounds=rounds))
+    pl1, st1 = params.round_config("r1")
+    pl2, st2 = params.round_config("r2")
+    assert (pl1.threshold, pl2.threshold) == (params.pseudolabel.threshold, 0.9)
+    assert (st2.steps, st2.dropout) == (7, params.student.dropout)
+    bad = load_params(write_params(tmp_path, rounds={"r1": {"prev": "r0", "student": {"dropout": 2}}}))
+    with pytest.raises(ConfigError, match=r"rounds\.r1\.student\.dropout"):
+        bad.round_config("r1")
+    with pytest.raises(ConfigError, match="round 'r7' is not in params.yaml"):
+        params.round_config("r7")
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")

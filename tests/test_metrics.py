@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+import torch
+
+from pipeline.metrics import confusion_matrix, effective_rank, expected_calibration_error, knn_accuracy
+
+
+def test_ece_hand_computed():
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.8, 0.2]])
+    labels = np.array([0, 1, 0])
+    # One occupied bin (0.5, 1]: accuracy 2/3, mean confidence 0.7667 -> ECE 0.1.
+    assert expected_calibration_error(probs, labels, bins=2) == pytest.approx(0.1, abs=1e-9)
+
+
+def test_ece_zero_when_confidence_equals_accuracy():
+    probs = np.array([[0.5, 0.5]] * 4)
+    labels = np.array([0, 1, 0, 1])  # argmax is 0: right half of the time, at confidence 0.5
+    assert expected_calibration_error(probs, labels, bins=10) == pytest.approx(0.0)
+
+
+def test_confusion_matrix_rows_are_true_classes():
+    cm = confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 0, 1, 2]), 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+
+
+def test_effective_rank_isotropic_vs_collapsed():
+    g = torch.Generator().manual_seed(0)
+    iso = torch.randn(4000, 8, generator=g)
+    line = torch.randn(4000, 1, generator=g) * torch.ones(1, 8)
+    assert effective_rank(iso) == pytest.approx(8, rel=0.05)
+    assert effective_rank(line) == pytest.approx(1, abs=0.01)
+
+
+def test_knn_accuracy_on_separable_clusters():
+    train = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    labels = torch.tensor([0, 0, 1, 1])
+    test = torch.tensor([[1.0, 0.2], [0.2, 1.0]])
+    assert knn_accuracy(train, labels, test, torch.tensor([0, 1]), k=2) == 1.0
+    assert knn_accuracy(train, labels, test, torch.tensor([1, 0]), k=2) == 0.0
