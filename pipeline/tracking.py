@@ -157,12 +157,12 @@ def latest_round_runs(experiment: str, stages: tuple[str, ...] = ("teacher", "st
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return {}
-    quoted = ", ".join(f"'{s}'" for s in stages)
     runs = client.search_runs(
-        [exp.experiment_id], filter_string=f"tags.stage IN ({quoted}) and attributes.status = 'FINISHED'",
+        [exp.experiment_id], filter_string="tags.kind = 'stage' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=1000,
     )  # fmt: skip
     out: dict[str, str] = {}
     for run in runs:
-        out.setdefault(run.data.tags.get("round", ""), run.info.run_id)
+        if run.data.tags.get("stage") in stages:
+            out.setdefault(run.data.tags.get("round", ""), run.info.run_id)
     return out
