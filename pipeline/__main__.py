@@ -24,8 +24,15 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.command == "demo-data":
         try:
-            counts = export_demo(args.out, args.idx_dir, args.labels_per_class, args.unlabeled, args.test,
-                                 args.seed, args.force)  # fmt: skip
+            counts = export_demo(
+                args.out,
+                args.idx_dir,
+                args.labels_per_class,
+                args.unlabeled,
+                args.test,
+                args.seed,
+                args.force,
+            )
         except (FileNotFoundError, FileExistsError, ValueError) as err:
             sys.exit(f"error: {err}")
         print(f"demo data in {args.out}: " + ", ".join(f"{n:,} {k}" for k, n in counts.items()))

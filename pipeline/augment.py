@@ -44,7 +44,7 @@ def weak(image_size: int, seed: int) -> A.Compose:
 
 
 def randaugment_ops(magnitude: int) -> list[A.BasicTransform]:
-    """The RandAugment op list (Cubuk et al. 2020) at a fixed magnitude m in [0, 10], each applied with p=1."""
+    """RandAugment's ops (Cubuk et al. 2020) at a fixed magnitude m in [0, 10], each with p=1."""
     m = magnitude / 10
     return [
         A.Affine(rotate=(-30 * m, 30 * m), p=1.0),
@@ -68,6 +68,13 @@ def strong(cfg: StrongAugment, image_size: int, seed: int) -> A.Compose:
         ops.append(A.SomeOf(randaugment_ops(cfg.magnitude), n=cfg.num_ops, replace=False, p=1.0))
     if cfg.cutout > 0:
         side = max(1, round(cfg.cutout * image_size))
-        ops.append(A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(side, side),
-                                   hole_width_range=(side, side), fill=127, p=1.0))  # fmt: skip
+        ops.append(
+            A.CoarseDropout(
+                num_holes_range=(1, 1),
+                hole_height_range=(side, side),
+                hole_width_range=(side, side),
+                fill=127,
+                p=1.0,
+            )
+        )
     return A.Compose(ops, seed=seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -32,7 +33,11 @@ def write_json(path: Path, data: Any) -> None:
 
 def save_model(path: Path, model: torch.nn.Module, arch: Architecture, **extra: Any) -> None:
     payload = {"arch": arch.to_dict(), "state_dict": model.state_dict(), **extra}
-    atomic_write(Path(path), lambda p: torch.save(payload, p))
+    # Serialize in memory: torch.save names the zip records after the file, and a random temp-file name
+    # would make two identical checkpoints differ byte for byte (and DVC see a changed output).
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write(Path(path), lambda p: p.write_bytes(buffer.getvalue()))
 
 
 def _load(path: Path) -> dict[str, Any]:

@@ -45,10 +45,11 @@ def endless_loader(dataset: Dataset, batch_size: int, num_samples: int, seed: in
 
 
 def epoch_loader(dataset: Dataset, batch_size: int, seed: int) -> DataLoader:
-    """One shuffled pass per iteration, last partial batch dropped; the order of epoch e depends on seed only."""
+    """One shuffled pass, last partial batch dropped; the order depends on `seed` only."""
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, num_workers=0,
-                      drop_last=True)  # fmt: skip
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, generator=generator, num_workers=0, drop_last=True
+    )
 
 
 def image_batches(images: np.ndarray, index: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:

@@ -26,13 +26,19 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
 
 def confusion_matrix(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """(C, C) counts, rows = true class, columns = predicted class."""
-    return np.bincount(labels * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+    return np.bincount(labels * num_classes + pred, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
 
 
 def knn_accuracy(
-    train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-    test_labels: torch.Tensor, k: int = 20, temperature: float = 0.07,
-) -> float:  # fmt: skip
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> float:
     """Weighted kNN classifier on cosine similarity (Wu et al. 2018): votes exp(sim / T) of the k nearest."""
     num_classes = int(train_labels.max()) + 1
     train = torch.nn.functional.normalize(train_features, dim=1)

@@ -41,7 +41,9 @@ class ResidualBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
         # Stochastic depth (Huang et al. 2016): drop the residual branch per sample during training.
         self.drop_path = StochasticDepth(drop_prob, mode="row")
 
@@ -57,7 +59,9 @@ class Encoder(nn.Module):
         c, w = arch.channels, arch.width
         self.register_buffer("mean", torch.tensor(mean or [0.5] * c).view(1, c, 1, 1))
         self.register_buffer("std", torch.tensor(std or [0.25] * c).view(1, c, 1, 1))
-        self.stem = nn.Sequential(nn.Conv2d(c, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(c, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)
+        )
         blocks, c_in, n_blocks = [], w, 2 * arch.depth
         for stage, c_out in enumerate((2 * w, 4 * w)):
             for b in range(arch.depth):
@@ -96,18 +100,24 @@ class ProjectionHead(nn.Module):
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(in_dim, in_dim, bias=False), nn.BatchNorm1d(in_dim), nn.ReLU(inplace=True),
+            nn.Linear(in_dim, in_dim, bias=False),
+            nn.BatchNorm1d(in_dim),
+            nn.ReLU(inplace=True),
             nn.Linear(in_dim, out_dim),
-        )  # fmt: skip
+        )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.net(h)
 
 
-def build_classifier(arch: Architecture, mean: list[float] | None = None, std: list[float] | None = None) -> Classifier:
+def build_classifier(
+    arch: Architecture, mean: list[float] | None = None, std: list[float] | None = None
+) -> Classifier:
     # channels_last roughly doubles CNN training speed on a 2-core CPU (measured: 1.4k -> 2.7k img/s).
     return Classifier(arch, mean, std).to(memory_format=torch.channels_last)
 
 
-def build_encoder(arch: Architecture, mean: list[float] | None = None, std: list[float] | None = None) -> Encoder:
+def build_encoder(
+    arch: Architecture, mean: list[float] | None = None, std: list[float] | None = None
+) -> Encoder:
     return Encoder(arch, mean, std).to(memory_format=torch.channels_last)

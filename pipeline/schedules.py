@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 
-def warmup_cosine(step: int, total_steps: int, peak: float, warmup_steps: int = 0, final: float = 0.0) -> float:
+def warmup_cosine(
+    step: int, total_steps: int, peak: float, warmup_steps: int = 0, final: float = 0.0
+) -> float:
     """Linear warm-up from 0 to `peak` over `warmup_steps`, then cosine decay to `final` at `total_steps`."""
     if step < warmup_steps:
         return peak * (step + 1) / warmup_steps

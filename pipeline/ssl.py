@@ -46,7 +46,7 @@ def encode(encoder: Encoder, images: np.ndarray, index: np.ndarray, batch_size: 
 
 
 def representation_health(features: torch.Tensor) -> dict[str, float]:
-    """Per-dimension std of the L2-normalized features (times sqrt(D): ~1 when well spread) and effective rank."""
+    """Per-dimension std of L2-normalized features (times sqrt(D): ~1 when well spread), effective rank."""
     z = torch.nn.functional.normalize(features, dim=1)
     std = z.std(dim=0).mean().item() * features.shape[1] ** 0.5
     return {"ssl/std_ratio": std, "ssl/effective_rank": effective_rank(features)}
@@ -56,7 +56,7 @@ def check_collapse(health: dict[str, float], epoch: int) -> None:
     if health["ssl/std_ratio"] < COLLAPSE_STD_RATIO:
         raise CollapseError(
             f"representation collapsed at epoch {epoch}: normalized-embedding std ratio "
-            f"{health['ssl/std_ratio']:.4f} < {COLLAPSE_STD_RATIO} (every image maps to about the same point); "
+            f"{health['ssl/std_ratio']:.4f} < {COLLAPSE_STD_RATIO} (all images map to about one point); "
             "try a lower learning rate or a higher temperature"
         )
     if health["ssl/effective_rank"] < COLLAPSE_MIN_RANK:
@@ -67,9 +67,15 @@ def check_collapse(health: dict[str, float], epoch: int) -> None:
 
 
 def pretrain_simclr(
-    encoder: Encoder, images: np.ndarray, index: np.ndarray, cfg: PretrainConfig, image_size: int, seed: int,
-    monitor: KnnMonitor | None, log: LogFn,
-) -> dict[str, float]:  # fmt: skip
+    encoder: Encoder,
+    images: np.ndarray,
+    index: np.ndarray,
+    cfg: PretrainConfig,
+    image_size: int,
+    seed: int,
+    monitor: KnnMonitor | None,
+    log: LogFn,
+) -> dict[str, float]:
     """SimCLR (Chen et al. 2020): two augmented views per image, NT-Xent on projections g(f(x)).
 
     SGD with Nesterov momentum, lr = cfg.lr * batch / 256, one warm-up epoch then cosine decay. Logs the
@@ -93,7 +99,9 @@ def pretrain_simclr(
         head.train()
         losses = []
         loader = epoch_loader(views, batch, seed + epoch)
-        for (v1, v2), _ in tqdm(loader, desc=f"pretrain {epoch + 1}/{cfg.epochs}", unit="step", mininterval=1.0):
+        for (v1, v2), _ in tqdm(
+            loader, desc=f"pretrain {epoch + 1}/{cfg.epochs}", unit="step", mininterval=1.0
+        ):
             for group in opt.param_groups:
                 group["lr"] = warmup_cosine(step, total, peak, warmup_steps=warmup)
             z = head(encoder(torch.cat([v1, v2])))  # (2B, P): both views in one batch, so BN sees both
@@ -111,9 +119,12 @@ def pretrain_simclr(
             summary.update(representation_health(torch.cat([train_f, test_f])))
             if len(monitor.test_index):
                 summary["knn/accuracy"] = knn_accuracy(
-                    train_f, torch.as_tensor(monitor.train_labels), test_f, torch.as_tensor(monitor.test_labels),
+                    train_f,
+                    torch.as_tensor(monitor.train_labels),
+                    test_f,
+                    torch.as_tensor(monitor.test_labels),
                     k=monitor.k,
-                )  # fmt: skip
+                )
             check_collapse(summary, epoch + 1)
         log(summary, epoch + 1)
     return summary

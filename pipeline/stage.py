@@ -6,10 +6,11 @@ import argparse
 import sys
 
 from pipeline.config import ConfigError, Params, load_params
-from pipeline.tracking import dvc_data_hash
 
 
-def start(description: str, with_round: bool = False, argv: list[str] | None = None) -> tuple[Params, str | None]:
+def start(
+    description: str, with_round: bool = False, argv: list[str] | None = None
+) -> tuple[Params, str | None]:
     """Parse `--params` (and `--round`), validate the params file; exit with a clear message when invalid."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -23,9 +24,3 @@ def start(description: str, with_round: bool = False, argv: list[str] | None = N
     except ConfigError as err:
         sys.exit(f"error: {err}")
     return params, getattr(args, "round", None)
-
-
-def data_hashes(params: Params) -> dict[str, str]:
-    """DVC hashes of the input folders, for MLflow tags: which data version a run saw."""
-    p = params.paths
-    return {"labeled": dvc_data_hash(p.labeled), "unlabeled": dvc_data_hash(p.unlabeled), "test": dvc_data_hash(p.test)}

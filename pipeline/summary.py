@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
@@ -10,7 +11,9 @@ from pipeline.metrics import accuracy, confusion_matrix, expected_calibration_er
 from pipeline.pseudo.select import softmax
 
 
-def test_metrics(logits: np.ndarray, labels: np.ndarray, ece_bins: int) -> tuple[dict[str, float], np.ndarray]:
+def test_metrics(
+    logits: np.ndarray, labels: np.ndarray, ece_bins: int
+) -> tuple[dict[str, float], np.ndarray]:
     """Test accuracy and ECE of one model, and its confusion matrix."""
     probs = softmax(logits)
     pred = probs.argmax(axis=1)
@@ -22,12 +25,27 @@ def test_metrics(logits: np.ndarray, labels: np.ndarray, ece_bins: int) -> tuple
     return metrics, confusion_matrix(pred, labels, logits.shape[1])
 
 
+def rounds_curve(rows: list[dict]) -> pd.DataFrame:
+    """Per-round curve for `dvc plots`: round, step, test_accuracy, test_ece, pl_accepted, pl_precision."""
+    keys = ["round", "step", "test/accuracy", "test/ece", "pl/accepted", "pl/precision"]
+    curve = pd.DataFrame(rows).reindex(columns=keys)
+    curve.columns = [k.replace("/", "_") for k in keys]
+    return curve
+
+
 def rounds_table(rows: list[dict]) -> Table:
     """rows: {'round', 'model', 'test/accuracy', 'pl/accepted', 'ood/rejected', 'pl/precision', 'run_id'}."""
     table = Table(title="Pseudo-label rounds", title_justify="left")
-    for col, justify in [("round", "left"), ("model", "left"), ("test acc", "right"), ("ECE", "right"),
-                         ("PL accepted", "right"), ("OOD rejected", "right"), ("PL precision", "right"),
-                         ("MLflow run", "left")]:  # fmt: skip
+    for col, justify in [
+        ("round", "left"),
+        ("model", "left"),
+        ("test acc", "right"),
+        ("ECE", "right"),
+        ("PL accepted", "right"),
+        ("OOD rejected", "right"),
+        ("PL precision", "right"),
+        ("MLflow run", "left"),
+    ]:
         table.add_column(col, justify=justify)
 
     def fmt(row: dict, key: str, pattern: str) -> str:
@@ -35,10 +53,15 @@ def rounds_table(rows: list[dict]) -> Table:
 
     for row in rows:
         table.add_row(
-            row["round"], row["model"], fmt(row, "test/accuracy", "{:.2%}"), fmt(row, "test/ece", "{:.3f}"),
-            fmt(row, "pl/accepted", "{:,.0f}"), fmt(row, "ood/rejected", "{:,.0f}"),
-            fmt(row, "pl/precision", "{:.2%}"), row.get("run_id", "-") or "-",
-        )  # fmt: skip
+            row["round"],
+            row["model"],
+            fmt(row, "test/accuracy", "{:.2%}"),
+            fmt(row, "test/ece", "{:.3f}"),
+            fmt(row, "pl/accepted", "{:,.0f}"),
+            fmt(row, "ood/rejected", "{:,.0f}"),
+            fmt(row, "pl/precision", "{:.2%}"),
+            row.get("run_id", "-") or "-",
+        )
     return table
 
 

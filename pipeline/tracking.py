@@ -12,12 +12,13 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pipeline.config import Params
 
 PIPELINE_TAG = "pipeline_id"
 
@@ -31,7 +32,7 @@ def tracking_uri(root: Path) -> str:
 
 
 def pipeline_id() -> str:
-    """Identify this pipeline execution: $PIPELINE_ID, else the nearest ancestor `dvc` process, else unique."""
+    """This pipeline execution: $PIPELINE_ID, else the nearest ancestor `dvc` process, else unique."""
     if os.environ.get("PIPELINE_ID"):
         return os.environ["PIPELINE_ID"]
     try:
@@ -50,7 +51,9 @@ def pipeline_id() -> str:
 
 def git_commit(root: Path) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -110,22 +113,29 @@ def _experiment_id(client, name: str, root: Path, uri: str) -> str:
 
 def _parent_run(client, experiment_id: str, pid: str, tags: dict[str, str]) -> str:
     found = client.search_runs(
-        [experiment_id], filter_string=f"tags.{PIPELINE_TAG} = '{pid}' and tags.kind = 'pipeline'", max_results=1
+        [experiment_id],
+        filter_string=f"tags.{PIPELINE_TAG} = '{pid}' and tags.kind = 'pipeline'",
+        max_results=1,
     )
     if found:
         return found[0].info.run_id
     name = "pipeline " + time.strftime("%Y-%m-%d %H:%M:%S")
-    run = client.create_run(experiment_id, run_name=name, tags={**tags, PIPELINE_TAG: pid, "kind": "pipeline"})
+    run = client.create_run(
+        experiment_id, run_name=name, tags={**tags, PIPELINE_TAG: pid, "kind": "pipeline"}
+    )
     client.set_terminated(run.info.run_id)  # the parent only groups; each child carries its own status
     return run.info.run_id
 
 
 @contextmanager
 def stage_run(
-    experiment: str, run_name: str, stage: str, round_name: str | None, params: dict[str, Any],
-    data_hashes: dict[str, str],
-) -> Iterator[StageRun]:  # fmt: skip
-    """Start the child run of a stage under this pipeline execution's parent, log params and tags."""
+    params: Params, stage: str, round_name: str | None = None, logged: dict[str, Any] | None = None
+):
+    """Start the child run `<round>/<stage>` under this pipeline execution's parent; log params and tags.
+
+    Tags: stage, round, DVC stage, git commit, the DVC hash of each input folder, $DVC_EXP_NAME when set.
+    `logged` is the params section(s) of the stage, logged once as flattened params.
+    """
     import mlflow
     from mlflow import MlflowClient
 
@@ -133,19 +143,30 @@ def stage_run(
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
-    experiment_id = _experiment_id(client, experiment, root, uri)
-    commit = git_commit(root)
-    common = {"git_commit": commit, **{f"data_hash.{k}": v for k, v in data_hashes.items()}}
+    experiment_id = _experiment_id(client, params.mlflow.experiment, root, uri)
+    p = params.paths
+    hashes = {
+        name: dvc_data_hash(folder)
+        for name, folder in (("labeled", p.labeled), ("unlabeled", p.unlabeled), ("test", p.test))
+    }
+    common = {"git_commit": git_commit(root), **{f"data_hash.{k}": v for k, v in hashes.items()}}
     if os.environ.get("DVC_EXP_NAME"):
         common["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
     pid = pipeline_id()
     parent = _parent_run(client, experiment_id, pid, common)
     tags = {
-        **common, "kind": "stage", "stage": stage, "dvc_stage": os.environ.get("DVC_STAGE", stage),
-        "round": round_name or "", PIPELINE_TAG: pid,
-    }  # fmt: skip
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent, tags=tags) as run:
-        mlflow.log_params(flatten(params))
+        **common,
+        "kind": "stage",
+        "stage": stage,
+        "dvc_stage": os.environ.get("DVC_STAGE", stage),
+        "round": round_name or "",
+        PIPELINE_TAG: pid,
+    }
+    run_name = f"{round_name}/{stage}" if round_name else stage
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name, parent_run_id=parent, tags=tags
+    ) as run:
+        mlflow.log_params(flatten(logged or {}))
         yield StageRun(run.info.run_id)
 
 
@@ -158,9 +179,11 @@ def latest_round_runs(experiment: str, stages: tuple[str, ...] = ("teacher", "st
     if exp is None:
         return {}
     runs = client.search_runs(
-        [exp.experiment_id], filter_string="tags.kind = 'stage' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"], max_results=1000,
-    )  # fmt: skip
+        [exp.experiment_id],
+        filter_string="tags.kind = 'stage' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1000,
+    )
     out: dict[str, str] = {}
     for run in runs:
         if run.data.tags.get("stage") in stages:

@@ -32,7 +32,9 @@ def seed_everything(seed: int) -> None:
 
 def check_finite(loss: torch.Tensor, step: int, stage: str) -> None:
     if not math.isfinite(loss.item()):
-        raise FloatingPointError(f"{stage}: loss is {loss.item()} at step {step}; stopping (no output written)")
+        raise FloatingPointError(
+            f"{stage}: loss is {loss.item()} at step {step}; stopping (no output written)"
+        )
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,15 @@ def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
 
 
 def fit_teacher(
-    model: Classifier, images: np.ndarray, labeled: Labeled, cfg: TeacherConfig, image_size: int, seed: int,
-    log: LogFn, log_every: int = 25,
-) -> dict[str, float]:  # fmt: skip
+    model: Classifier,
+    images: np.ndarray,
+    labeled: Labeled,
+    cfg: TeacherConfig,
+    image_size: int,
+    seed: int,
+    log: LogFn,
+    log_every: int = 25,
+) -> dict[str, float]:
     """Fine-tune encoder + linear head on the labeled images with weak augmentation (cross-entropy)."""
     frozen = cfg.encoder_lr_scale == 0
     model.encoder.requires_grad_(not frozen)
@@ -105,9 +113,16 @@ def fit_teacher(
 
 
 def fit_student(
-    model: Classifier, images: np.ndarray, labeled: Labeled, pseudo: PseudoLabeled, cfg: StudentConfig,
-    image_size: int, seed: int, log: LogFn, log_every: int = 25,
-) -> dict[str, float]:  # fmt: skip
+    model: Classifier,
+    images: np.ndarray,
+    labeled: Labeled,
+    pseudo: PseudoLabeled,
+    cfg: StudentConfig,
+    image_size: int,
+    seed: int,
+    log: LogFn,
+    log_every: int = 25,
+) -> dict[str, float]:
     """Noisy-student training on labeled + pseudo-labeled images, both strongly augmented, in one batch:
 
         loss = CE(labeled) + unlabeled_weight * weighted_soft_CE(pseudo) + lambda(step) * H(unlabeled)
@@ -121,16 +136,18 @@ def fit_student(
     lab = _Indexed(Views(images, labeled.index, [noisy]), label=labeled.labels)
     unl = _Indexed(
         Views(images, pseudo.index, [augment.strong(cfg.strong, image_size, seed + 1)]),
-        target=pseudo.targets.astype(np.float32), weight=pseudo.weights.astype(np.float32),
-    )  # fmt: skip
+        target=pseudo.targets.astype(np.float32),
+        weight=pseudo.weights.astype(np.float32),
+    )
     lab_loader = endless_loader(lab, cfg.batch_labeled, cfg.steps * cfg.batch_labeled, seed)
     unl_loader = endless_loader(unl, cfg.batch_unlabeled, cfg.steps * cfg.batch_unlabeled, seed + 1)
     ramp = round(cfg.entropy_warmup * cfg.steps)
     model.train()
     last: dict[str, float] = {}
     batches = zip(lab_loader, unl_loader, strict=True)
-    for step, ((xl, al), (xu, au)) in enumerate(tqdm(batches, total=cfg.steps, desc="student", unit="step",
-                                                       mininterval=1.0)):  # fmt: skip
+    for step, ((xl, al), (xu, au)) in enumerate(
+        tqdm(batches, total=cfg.steps, desc="student", unit="step", mininterval=1.0)
+    ):
         _set_lr(opt, warmup_cosine(step, cfg.steps, cfg.lr, warmup_steps=cfg.steps // 20))
         logits = model(torch.cat([xl, xu]))
         logits_l, logits_u = logits[: len(xl)], logits[len(xl) :]
@@ -145,16 +162,22 @@ def fit_student(
         opt.step()
         if step % log_every == 0 or step == cfg.steps - 1:
             last = {
-                "train/loss": loss.item(), "train/loss_l": loss_l.item(), "train/loss_u": loss_u.item(),
-                "train/entropy": loss_ent.item(), "train/entropy_weight": lam, "train/lr": opt.param_groups[0]["lr"],
+                "train/loss": loss.item(),
+                "train/loss_l": loss_l.item(),
+                "train/loss_u": loss_u.item(),
+                "train/entropy": loss_ent.item(),
+                "train/entropy_weight": lam,
+                "train/lr": opt.param_groups[0]["lr"],
                 "pl/batch_mask_rate": float((au["weight"] > 0).float().mean()),
-            }  # fmt: skip
+            }
             log(last, step)
     return last
 
 
 @torch.no_grad()
-def predict(model: Classifier, images: np.ndarray, index: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: Classifier, images: np.ndarray, index: np.ndarray, batch_size: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
     """Logits (N, C) and encoder features (N, D) of store rows `index`, in eval mode, without augmentation."""
     model.eval()
     logits, features = [], []

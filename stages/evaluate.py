@@ -7,8 +7,8 @@ import pandas as pd
 from pipeline.checkpoint import load_classifier, write_json
 from pipeline.data.store import load_prepared
 from pipeline.pseudo.report import pseudo_label_stats, read_analysis_labels
-from pipeline.stage import data_hashes, start
-from pipeline.summary import print_table, rounds_table, test_metrics
+from pipeline.stage import start
+from pipeline.summary import print_table, rounds_curve, rounds_table, test_metrics
 from pipeline.tracking import latest_round_runs, stage_run
 from pipeline.train import predict, seed_everything
 
@@ -22,8 +22,7 @@ def main() -> None:
     truth = read_analysis_labels(paths.analysis)
     rows, results = [], {}
 
-    with stage_run(params.mlflow.experiment, "evaluate", "evaluate", None,
-                   {"evaluate": params.evaluate.model_dump()}, data_hashes(params)) as run:  # fmt: skip
+    with stage_run(params, "evaluate", logged={"evaluate": params.evaluate.model_dump()}) as run:
         for step, round_name in enumerate(params.round_order()):
             model, _ = load_classifier(Path(paths.rounds) / round_name / "model.pt")
             logits, _ = predict(model, data.images, test.index)
@@ -33,10 +32,13 @@ def main() -> None:
                 metrics.update(pseudo_label_stats(pd.read_parquet(table_path), data.classes, truth))
             run.log(metrics, step)
             results[round_name] = metrics
-            rows.append({"round": round_name, "step": step, "model": "teacher" if step == 0 else "student",
-                         **metrics})  # fmt: skip
-            run.log_frame(pd.DataFrame(confusion, index=data.classes, columns=data.classes),
-                          f"confusion/{round_name}.csv")  # fmt: skip
+            rows.append(
+                {"round": round_name, "step": step, "model": "teacher" if step == 0 else "student", **metrics}
+            )
+            run.log_frame(
+                pd.DataFrame(confusion, index=data.classes, columns=data.classes),
+                f"confusion/{round_name}.csv",
+            )
         run_ids = latest_round_runs(params.mlflow.experiment)
         for row in rows:
             row["run_id"] = run_ids.get(row["round"], "")
@@ -45,10 +47,7 @@ def main() -> None:
 
     write_json(Path(paths.metrics) / "eval.json", results)
     Path(paths.plots).mkdir(parents=True, exist_ok=True)
-    curve = pd.DataFrame(rows)[["round", "step", "test/accuracy", "test/ece"]
-                               + [c for c in ("pl/accepted", "pl/precision") if c in rows[-1]]]  # fmt: skip
-    curve.columns = [c.replace("test/", "test_").replace("pl/", "pl_") for c in curve.columns]
-    curve.to_csv(Path(paths.plots) / "rounds.csv", index=False)
+    rounds_curve(rows).to_csv(Path(paths.plots) / "rounds.csv", index=False)
     print_table(rounds_table(rows))
 
 

@@ -6,7 +6,7 @@ from rich import print
 
 from pipeline.checkpoint import write_json
 from pipeline.data.prepare import prepare
-from pipeline.stage import data_hashes, start
+from pipeline.stage import start
 from pipeline.tracking import stage_run
 
 
@@ -14,14 +14,15 @@ def main() -> None:
     params, _ = start(__doc__)
     paths = params.paths
     roots = {"labeled": Path(paths.labeled), "unlabeled": Path(paths.unlabeled), "test": Path(paths.test)}
-    with stage_run(params.mlflow.experiment, "prepare", "prepare", None, {"data": params.data.model_dump()},
-                   data_hashes(params)) as run:  # fmt: skip
+    with stage_run(params, "prepare", logged={"data": params.data.model_dump()}) as run:
         manifest, counts = prepare(roots, Path(paths.prepared), params.data.image_size, params.data.channels)
         run.log(counts, 0)
         write_json(Path(paths.metrics) / "prepare.json", counts)
     problems = manifest[manifest["status"] != "ok"]
-    print(f"prepare: {len(manifest) - len(problems)} images stored, {len(problems)} excluded "
-          f"({problems['status'].value_counts().to_dict()})")  # fmt: skip
+    print(
+        f"prepare: {len(manifest) - len(problems)} images stored, {len(problems)} excluded "
+        f"({problems['status'].value_counts().to_dict()})"
+    )
     for row in problems.head(10).itertuples():
         print(f"  {row.split}/{row.path}: {row.status}: {row.reason}")
 

@@ -9,7 +9,7 @@ from pipeline.checkpoint import save_model, write_json
 from pipeline.data.store import load_prepared
 from pipeline.models import Architecture, build_encoder
 from pipeline.ssl import KnnMonitor, pretrain_simclr
-from pipeline.stage import data_hashes, start
+from pipeline.stage import start
 from pipeline.tracking import stage_run
 from pipeline.train import seed_everything
 
@@ -26,16 +26,17 @@ def main() -> None:
     encoder = build_encoder(arch, data.stats["mean"], data.stats["std"])
     history: list[dict] = []
 
-    with stage_run(params.mlflow.experiment, "pretrain", "pretrain", None,
-                   {"pretrain": cfg.model_dump(), "model": params.model.model_dump()},
-                   data_hashes(params)) as run:  # fmt: skip
+    logged = {"pretrain": cfg.model_dump(), "model": params.model.model_dump()}
+    with stage_run(params, "pretrain", logged=logged) as run:
+
         def log(metrics: dict[str, float], step: int) -> None:
             run.log(metrics, step)
             history.append({"epoch": step, **{k.replace("/", "_"): v for k, v in metrics.items()}})
 
         train_index = np.concatenate([labeled.index, unlabeled.index])
-        summary = pretrain_simclr(encoder, data.images, train_index, cfg, params.data.image_size, params.seed,
-                                  monitor, log)  # fmt: skip
+        summary = pretrain_simclr(
+            encoder, data.images, train_index, cfg, params.data.image_size, params.seed, monitor, log
+        )
         out = Path(paths.encoder) / "encoder.pt"
         save_model(out, encoder, arch, config=params.model_dump(), epochs=cfg.epochs)
         run.log_artifact(out)

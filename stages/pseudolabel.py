@@ -10,11 +10,11 @@ import numpy as np
 
 from pipeline.checkpoint import atomic_write, load_classifier, load_encoder
 from pipeline.data.store import load_prepared
-from pipeline.pseudo.ood import calibrate_ood_threshold, knn_distance
+from pipeline.pseudo.ood import knn_ood
 from pipeline.pseudo.report import pseudo_label_stats, pseudo_label_table, read_analysis_labels
 from pipeline.pseudo.select import confidence_selection, softmax
 from pipeline.ssl import encode
-from pipeline.stage import data_hashes, start
+from pipeline.stage import start
 from pipeline.tracking import stage_run
 from pipeline.train import predict, seed_everything
 
@@ -28,30 +28,28 @@ def main() -> None:
     labeled, pool = data.split("labeled"), data.split("unlabeled")
     teacher, _ = load_classifier(Path(paths.rounds) / prev / "model.pt")
 
-    with stage_run(params.mlflow.experiment, f"{round_name}/pseudolabel", "pseudolabel", round_name,
-                   {"pseudolabel": cfg.model_dump(), "prev": prev}, data_hashes(params)) as run:  # fmt: skip
+    with stage_run(params, "pseudolabel", round_name, {"pseudolabel": cfg.model_dump(), "prev": prev}) as run:
         logits, _ = predict(teacher, data.images, pool.index, cfg.batch_size)
         probs = softmax(logits, cfg.temperature)
         if cfg.ood.method == "knn":
             encoder, _ = load_encoder(Path(paths.encoder) / "encoder.pt")
+            features = encode(encoder, data.images, pool.index).numpy()
             reference = encode(encoder, data.images, labeled.index).numpy()
-            scores = knn_distance(encode(encoder, data.images, pool.index).numpy(), reference, cfg.ood.k)
-            threshold = calibrate_ood_threshold(knn_distance(reference, reference, cfg.ood.k, exclude_self=True),
-                                                cfg.ood.keep_quantile)  # fmt: skip
+            scores, threshold = knn_ood(features, reference, cfg.ood.k, cfg.ood.keep_quantile)
         else:
             scores, threshold = np.zeros(len(pool.index)), float("inf")
-        in_distribution = scores <= threshold
-        selection = confidence_selection(probs, cfg.threshold, in_distribution, cfg.weighting)
-        table = pseudo_label_table(round_name, pool.sha256, pool.paths, pool.index, probs, selection, scores,
-                                   in_distribution, data.classes)  # fmt: skip
+        selection = confidence_selection(probs, cfg.threshold, scores <= threshold, cfg.weighting)
+        table = pseudo_label_table(round_name, pool, probs, selection, scores, data.classes)
         stats = pseudo_label_stats(table, data.classes, read_analysis_labels(paths.analysis))
         stats["ood/threshold"] = threshold if np.isfinite(threshold) else -1.0
         run.log(stats, params.round_order().index(round_name))
         out = Path(paths.pseudolabels) / f"{round_name}.parquet"
         atomic_write(out, lambda p: table.to_parquet(p, index=False))
         run.log_artifact(out)
-    print(f"{round_name}: {int(stats['pl/accepted'])}/{len(table)} accepted, {int(stats['ood/rejected'])} OOD, "
-          f"precision {stats.get('pl/precision', float('nan')):.3f}")  # fmt: skip
+    print(
+        f"{round_name}: {int(stats['pl/accepted'])}/{len(table)} accepted, {int(stats['ood/rejected'])} OOD, "
+        f"precision {stats.get('pl/precision', float('nan')):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -12,12 +12,14 @@ import pandas as pd
 from pipeline.checkpoint import load_classifier, load_encoder, save_model
 from pipeline.data.store import load_prepared
 from pipeline.models import Architecture, build_classifier
-from pipeline.stage import data_hashes, start
+from pipeline.stage import start
 from pipeline.tracking import stage_run
 from pipeline.train import Labeled, PseudoLabeled, fit_student, seed_everything
 
 
-def pseudo_targets(table: pd.DataFrame, num_classes: int, class_index: dict[str, int], hard: bool) -> PseudoLabeled:
+def pseudo_targets(
+    table: pd.DataFrame, num_classes: int, class_index: dict[str, int], hard: bool
+) -> PseudoLabeled:
     pool = table[table["in_distribution"]]
     if hard:
         targets = np.eye(num_classes)[pool["pseudo_label"].map(class_index).to_numpy()]
@@ -34,10 +36,17 @@ def main() -> None:
     data = load_prepared(paths.prepared)
     labeled = data.split("labeled")
     table = pd.read_parquet(Path(paths.pseudolabels) / f"{round_name}.parquet")
-    pseudo = pseudo_targets(table, len(data.classes), {c: i for i, c in enumerate(data.classes)}, cfg.hard_labels)
-    arch = Architecture(channels=params.data.channels, width=cfg.width, depth=cfg.depth,
-                        num_classes=len(data.classes), dropout=cfg.dropout,
-                        stochastic_depth=cfg.stochastic_depth)  # fmt: skip
+    pseudo = pseudo_targets(
+        table, len(data.classes), {c: i for i, c in enumerate(data.classes)}, cfg.hard_labels
+    )
+    arch = Architecture(
+        channels=params.data.channels,
+        width=cfg.width,
+        depth=cfg.depth,
+        num_classes=len(data.classes),
+        dropout=cfg.dropout,
+        stochastic_depth=cfg.stochastic_depth,
+    )
     model = build_classifier(arch, data.stats["mean"], data.stats["std"])
     if cfg.init == "ssl":
         encoder, _ = load_encoder(Path(paths.encoder) / "encoder.pt")
@@ -46,14 +55,28 @@ def main() -> None:
         previous, _ = load_classifier(Path(paths.rounds) / prev / "model.pt")
         model.load_state_dict(previous.state_dict())
 
-    with stage_run(params.mlflow.experiment, f"{round_name}/student", "student", round_name,
-                   {"student": cfg.model_dump(), "prev": prev, "model": arch.to_dict()},
-                   data_hashes(params)) as run:  # fmt: skip
-        fit_student(model, data.images, Labeled(labeled.index, labeled.labels), pseudo, cfg,
-                    params.data.image_size, params.seed, run.log)  # fmt: skip
+    logged = {"student": cfg.model_dump(), "prev": prev, "model": arch.to_dict()}
+    with stage_run(params, "student", round_name, logged) as run:
+        fit_student(
+            model,
+            data.images,
+            Labeled(labeled.index, labeled.labels),
+            pseudo,
+            cfg,
+            params.data.image_size,
+            params.seed,
+            run.log,
+        )
         out = Path(paths.rounds) / round_name / "model.pt"
-        save_model(out, model, arch, classes=data.classes, round=round_name, steps=cfg.steps,
-                   config=params.model_dump())  # fmt: skip
+        save_model(
+            out,
+            model,
+            arch,
+            classes=data.classes,
+            round=round_name,
+            steps=cfg.steps,
+            config=params.model_dump(),
+        )
         run.log_artifact(out)
 
 

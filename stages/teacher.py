@@ -6,7 +6,7 @@ from pipeline.checkpoint import load_encoder, save_model
 from pipeline.config import TEACHER_ROUND
 from pipeline.data.store import load_prepared
 from pipeline.models import Architecture, build_classifier
-from pipeline.stage import data_hashes, start
+from pipeline.stage import start
 from pipeline.tracking import stage_run
 from pipeline.train import Labeled, fit_teacher, seed_everything
 
@@ -22,13 +22,27 @@ def main() -> None:
     model = build_classifier(arch, data.stats["mean"], data.stats["std"])
     model.encoder.load_state_dict(encoder.state_dict())
 
-    with stage_run(params.mlflow.experiment, f"{TEACHER_ROUND}/teacher", "teacher", TEACHER_ROUND,
-                   {"teacher": cfg.model_dump(), "model": arch.to_dict()}, data_hashes(params)) as run:  # fmt: skip
-        fit_teacher(model, data.images, Labeled(labeled.index, labeled.labels), cfg, params.data.image_size,
-                    params.seed, run.log)  # fmt: skip
+    logged = {"teacher": cfg.model_dump(), "model": arch.to_dict()}
+    with stage_run(params, "teacher", TEACHER_ROUND, logged) as run:
+        fit_teacher(
+            model,
+            data.images,
+            Labeled(labeled.index, labeled.labels),
+            cfg,
+            params.data.image_size,
+            params.seed,
+            run.log,
+        )
         out = Path(paths.rounds) / TEACHER_ROUND / "model.pt"
-        save_model(out, model, arch, classes=data.classes, round=TEACHER_ROUND, steps=cfg.steps,
-                   config=params.model_dump())  # fmt: skip
+        save_model(
+            out,
+            model,
+            arch,
+            classes=data.classes,
+            round=TEACHER_ROUND,
+            steps=cfg.steps,
+            config=params.model_dump(),
+        )
         run.log_artifact(out)
 
 

@@ -45,7 +45,10 @@ def test_invalid_params_name_the_key(tmp_path, change, message):
 
 
 def test_round_overrides_are_merged_and_validated(tmp_path):
-    rounds = {"r1": {"prev": "r0"}, "r2": {"prev": "r1", "pseudolabel": {"threshold": 0.9}, "student": {"steps": 7}}}
+    rounds = {
+        "r1": {"prev": "r0"},
+        "r2": {"prev": "r1", "pseudolabel": {"threshold": 0.9}, "student": {"steps": 7}},
+    }
     params = load_params(write_params(tmp_path, rounds=rounds))
     pl1, st1 = params.round_config("r1")
     pl2, st2 = params.round_config("r2")

@@ -1,9 +1,9 @@
-"""Demo data: export Fashion-MNIST (Debian's `dataset-fashion-mnist` IDX files) into the pipeline's folder layout.
+"""Demo data: export Fashion-MNIST (Debian's `dataset-fashion-mnist` IDX files) into the folder layout.
 
-    data/labeled/<class>/<id>.png     `labels_per_class` images per class, drawn from the training set
-    data/unlabeled/<shard>/<id>.png   `unlabeled` other training images, nested in shards of 1000
-    data/test/<class>/<id>.png        the 10 000 test images
-    data/analysis.csv                 path,label of every unlabeled image: for analysis only, never training
+data/labeled/<class>/<id>.png     `labels_per_class` images per class, drawn from the training set
+data/unlabeled/<shard>/<id>.png   `unlabeled` other training images, nested in shards of 1000
+data/test/<class>/<id>.png        the 10 000 test images
+data/analysis.csv                 path,label of every unlabeled image: for analysis only, never training
 """
 
 from __future__ import annotations
@@ -19,9 +19,17 @@ from tqdm import tqdm
 
 DEBIAN_IDX_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = [
-    "t-shirt_top", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle_boot",
-]  # fmt: skip
+    "t-shirt_top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle_boot",
+]
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -103,8 +111,10 @@ def export_demo(
         shutil.rmtree(p)
 
     labeled, unlabeled = split_indices(train_y, labels_per_class, n_unlabeled, seed)
-    test_idx = np.arange(len(test_y)) if n_test is None else np.sort(
-        np.random.default_rng(seed + 1).choice(len(test_y), n_test, replace=False)
+    test_idx = (
+        np.arange(len(test_y))
+        if n_test is None
+        else np.sort(np.random.default_rng(seed + 1).choice(len(test_y), n_test, replace=False))
     )
     for i in tqdm(labeled, desc="labeled", leave=False):
         _save_png(train_x[i], out / "labeled" / CLASSES[train_y[i]] / f"train_{i:05d}.png")

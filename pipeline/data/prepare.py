@@ -25,7 +25,18 @@ from PIL import Image
 from tqdm import tqdm
 
 SPLITS = ("labeled", "unlabeled", "test")
-MANIFEST_COLUMNS = ["split", "path", "label", "sha256", "width", "height", "mode", "status", "reason", "index"]
+MANIFEST_COLUMNS = [
+    "split",
+    "path",
+    "label",
+    "sha256",
+    "width",
+    "height",
+    "mode",
+    "status",
+    "reason",
+    "index",
+]
 # Refuse decompression bombs: far above any training image, far below what would exhaust memory.
 Image.MAX_IMAGE_PIXELS = 64_000_000
 
@@ -100,8 +111,18 @@ def prepare(
 
     rows, pixels = [], []
     for f in tqdm(files, desc="prepare", unit="img", disable=not progress, mininterval=1.0):
-        row = {"split": f.split, "path": f.path, "label": f.label, "sha256": "", "width": -1, "height": -1,
-               "mode": "", "status": "ok", "reason": "", "index": -1}  # fmt: skip
+        row = {
+            "split": f.split,
+            "path": f.path,
+            "label": f.label,
+            "sha256": "",
+            "width": -1,
+            "height": -1,
+            "mode": "",
+            "status": "ok",
+            "reason": "",
+            "index": -1,
+        }
         rows.append(row)
         if Path(f.path).name.startswith("."):
             row.update(status="hidden", reason="hidden file")
@@ -128,7 +149,10 @@ def prepare(
     _mark_duplicates_and_leaks(manifest)
     out_dir.mkdir(parents=True, exist_ok=True)
     store = np.lib.format.open_memmap(
-        out_dir / "images.npy", mode="w+", dtype=np.uint8, shape=(len(pixels), image_size, image_size, channels)
+        out_dir / "images.npy",
+        mode="w+",
+        dtype=np.uint8,
+        shape=(len(pixels), image_size, image_size, channels),
     )
     if pixels:
         store[:] = np.stack(pixels)
@@ -164,7 +188,9 @@ def _mark_duplicates_and_leaks(manifest: pd.DataFrame) -> None:
     # Labeled rows come first, so an unlabeled copy of a labeled image is also a duplicate.
     ok = manifest["status"] == "ok"
     train = ok & manifest["split"].isin(["labeled", "unlabeled"])
-    dup = train & manifest.loc[train].duplicated("sha256", keep="first").reindex(manifest.index, fill_value=False)
+    dup = train & manifest.loc[train].duplicated("sha256", keep="first").reindex(
+        manifest.index, fill_value=False
+    )
     first = manifest.loc[train].drop_duplicates("sha256").set_index("sha256")
     for i in manifest.index[dup]:
         orig = first.loc[manifest.at[i, "sha256"]]

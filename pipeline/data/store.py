@@ -41,7 +41,11 @@ class Prepared:
 
 def load_prepared(directory: str | Path) -> Prepared:
     directory = Path(directory)
-    missing = [n for n in ("manifest.parquet", "images.npy", "classes.json", "stats.json") if not (directory / n).is_file()]
+    missing = [
+        n
+        for n in ("manifest.parquet", "images.npy", "classes.json", "stats.json")
+        if not (directory / n).is_file()
+    ]
     if missing:
         raise FileNotFoundError(f"prepared store {directory} lacks {missing}; run the prepare stage first")
     return Prepared(

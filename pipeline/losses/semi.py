@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 
 
-def weighted_soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def weighted_soft_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
     """Confidence-weighted cross-entropy against soft (or one-hot) pseudo-labels, masked mean over the batch.
 
         L = (1 / B) * sum_b w_b * ( - sum_c q_bc * log softmax(logits_b)_c )

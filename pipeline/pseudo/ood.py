@@ -36,3 +36,13 @@ def calibrate_ood_threshold(in_distribution_scores: np.ndarray, keep: float) -> 
     if len(in_distribution_scores) == 0:
         raise ValueError("cannot calibrate an OOD threshold without in-distribution scores")
     return float(np.quantile(in_distribution_scores, keep, method="higher"))
+
+
+def knn_ood(
+    pool_features: np.ndarray, labeled_features: np.ndarray, k: int, keep: float
+) -> tuple[np.ndarray, float]:
+    """kNN OOD scores of the pool; threshold keeping a share `keep` of labeled images (leave-one-out)."""
+    threshold = calibrate_ood_threshold(
+        knn_distance(labeled_features, labeled_features, k, exclude_self=True), keep
+    )
+    return knn_distance(pool_features, labeled_features, k), threshold

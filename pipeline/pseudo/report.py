@@ -7,29 +7,51 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.data.store import Split
 from pipeline.pseudo.select import Selection
 
 TABLE_COLUMNS = [
-    "round", "sha256", "path", "index", "pseudo_label", "soft_label", "confidence", "weight", "ood_score",
-    "in_distribution", "accepted", "reason",
-]  # fmt: skip
+    "round",
+    "sha256",
+    "path",
+    "index",
+    "pseudo_label",
+    "soft_label",
+    "confidence",
+    "weight",
+    "ood_score",
+    "in_distribution",
+    "accepted",
+    "reason",
+]
 
 
 def pseudo_label_table(
-    round_name: str, sha256: np.ndarray, paths: np.ndarray, index: np.ndarray, probs: np.ndarray,
-    selection: Selection, ood_score: np.ndarray, in_distribution: np.ndarray, classes: list[str],
-) -> pd.DataFrame:  # fmt: skip
-    """One row per unlabeled image: content hash and path, teacher soft label, confidence, OOD score, decision."""
-    return pd.DataFrame(
+    round_name: str,
+    pool: Split,
+    probs: np.ndarray,
+    selection: Selection,
+    ood_score: np.ndarray,
+    classes: list[str],
+) -> pd.DataFrame:
+    """One row per unlabeled image: hash, path, teacher soft label, confidence, OOD score, decision."""
+    frame = pd.DataFrame(
         {
-            "round": round_name, "sha256": sha256, "path": paths, "index": index,
+            "round": round_name,
+            "sha256": pool.sha256,
+            "path": pool.paths,
+            "index": pool.index,
             "pseudo_label": np.asarray(classes)[selection.pseudo_label],
-            "soft_label": list(probs.astype(np.float32)), "confidence": selection.confidence,
-            "weight": selection.weight, "ood_score": ood_score, "in_distribution": in_distribution,
-            "accepted": selection.accepted, "reason": selection.reason,
-        },
-        columns=TABLE_COLUMNS,
-    )  # fmt: skip
+            "soft_label": list(probs.astype(np.float32)),
+            "confidence": selection.confidence,
+            "weight": selection.weight,
+            "ood_score": ood_score,
+            "in_distribution": selection.in_distribution,
+            "accepted": selection.accepted,
+            "reason": selection.reason,
+        }
+    )
+    return frame[TABLE_COLUMNS]
 
 
 def read_analysis_labels(path: str | Path) -> pd.Series:
@@ -69,7 +91,9 @@ def pseudo_label_stats(table: pd.DataFrame, classes: list[str], truth: pd.Series
         stats[f"pl/count/{c}"] = float(counts.get(c, 0))
     known = accepted[accepted["path"].isin(truth.index)]
     if len(known):
-        stats["pl/precision"] = float((known["pseudo_label"].to_numpy() == truth.loc[known["path"]].to_numpy()).mean())
+        stats["pl/precision"] = float(
+            (known["pseudo_label"].to_numpy() == truth.loc[known["path"]].to_numpy()).mean()
+        )
     in_pool = table[table["path"].isin(truth.index)]
     if len(in_pool):
         stats["pl/teacher_pool_accuracy"] = float(

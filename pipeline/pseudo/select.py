@@ -21,6 +21,7 @@ class Selection:
     confidence: np.ndarray  # (N,) max probability
     accepted: np.ndarray  # (N,) bool
     weight: np.ndarray  # (N,) float, 0 where not accepted
+    in_distribution: np.ndarray  # (N,) bool, passed the OOD filter
     reason: np.ndarray  # (N,) str: accepted | ood | low_confidence
 
 
@@ -43,4 +44,4 @@ def confidence_selection(
     else:
         raise ValueError(f"unknown weighting '{weighting}' (expected confidence or uniform)")
     reason = np.where(~in_distribution, "ood", np.where(confident, "accepted", "low_confidence"))
-    return Selection(pseudo_label, confidence, accepted, weight, reason)
+    return Selection(pseudo_label, confidence, accepted, weight, in_distribution, reason)

@@ -16,13 +16,18 @@ def roots(data: Path) -> dict[str, Path]:
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_prepare_fixture_lists_corrupt_duplicate_and_hidden_files(fixture_data, tmp_path):
     before = tree_digest(fixture_data)
-    manifest, counts = prepare(roots(fixture_data), tmp_path / "prepared", image_size=28, channels=1, progress=False)
+    manifest, counts = prepare(
+        roots(fixture_data), tmp_path / "prepared", image_size=28, channels=1, progress=False
+    )
 
     by_path = manifest.set_index(["split", "path"])
     broken = by_path.loc[("unlabeled", "shard_000/broken.png")]
@@ -33,8 +38,14 @@ def test_prepare_fixture_lists_corrupt_duplicate_and_hidden_files(fixture_data, 
     kept, dropped = pair[pair["status"] == "ok"].iloc[0], pair[pair["status"] == "duplicate"].iloc[0]
     assert dropped["reason"] == f"same bytes as unlabeled/{kept['path']}" and dropped["index"] >= 0
     assert by_path.loc[("unlabeled", ".DS_Store"), "status"] == "hidden"
-    assert counts == {**counts, "labeled_ok": 30, "unlabeled_ok": 200, "test_ok": 100, "unlabeled_excluded": 3,
-                      "classes": 10}  # fmt: skip
+    assert counts == {
+        **counts,
+        "labeled_ok": 30,
+        "unlabeled_ok": 200,
+        "test_ok": 100,
+        "unlabeled_excluded": 3,
+        "classes": 10,
+    }
     assert tree_digest(fixture_data) == before  # nothing under data/ was touched
 
     store = load_prepared(tmp_path / "prepared")
@@ -61,7 +72,11 @@ def test_leak_into_test_is_excluded_and_colour_images_are_converted(fixture_data
     rows = manifest.set_index("path")
     assert rows.loc["leaked.png", "status"] == "leak"
     colour = rows.loc["big_colour.png"]
-    assert colour["status"] == "ok" and (colour["width"], colour["height"], colour["mode"]) == (40, 30, "RGBA")
+    assert colour["status"] == "ok" and (colour["width"], colour["height"], colour["mode"]) == (
+        40,
+        30,
+        "RGBA",
+    )
     store = load_prepared(tmp_path / "p")
     assert store.images.shape[1:] == (28, 28, 3)
     assert isinstance(pd.read_parquet(tmp_path / "p/manifest.parquet"), pd.DataFrame)

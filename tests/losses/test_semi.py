@@ -41,5 +41,7 @@ def test_entropy_of_uniform_and_one_hot_predictions():
 def test_entropy_mask_selects_samples_and_empty_mask_is_zero():
     logits = torch.cat([torch.zeros(1, 4), torch.tensor([[100.0, 0.0, 0.0, 0.0]])])
     assert entropy_minimization(logits, torch.tensor([0.0, 1.0])).item() == pytest.approx(0.0, abs=1e-6)
-    assert entropy_minimization(logits, torch.tensor([1.0, 0.0])).item() == pytest.approx(math.log(4), abs=1e-6)
+    assert entropy_minimization(logits, torch.tensor([1.0, 0.0])).item() == pytest.approx(
+        math.log(4), abs=1e-6
+    )
     assert entropy_minimization(logits, torch.zeros(2)).item() == 0.0

@@ -1,0 +1,49 @@
+# The README's two commands are `make demo` and `make test`; everything else is a helper.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+IDX_DIR := /usr/share/datasets/fashion-mnist
+# Stage commands in dvc.yaml call `python`: make it the virtual environment's.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.PHONY: demo test test-fast install fashion-mnist data repro lint format mlflow-ui clean-outputs
+
+demo: install data repro  ## install, make the Fashion-MNIST demo data, run the whole pipeline
+
+test: install  ## the whole test suite, the end-to-end `dvc repro` on the fixture included
+	$(PY) -m pytest -q
+
+test-fast: install  ## unit tests only
+	$(PY) -m pytest -q --ignore=tests/test_e2e.py
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+fashion-mnist:  ## Debian's dataset-fashion-mnist package, when the IDX files are missing
+	@if [ ! -f $(IDX_DIR)/train-images-idx3-ubyte.gz ]; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+data: install fashion-mnist  ## data/{labeled,unlabeled,test} + analysis.csv, tracked with dvc add
+	@if [ ! -d data/labeled ]; then $(PY) -m pipeline demo-data --out data --idx-dir $(IDX_DIR); fi
+	dvc add -q data/labeled data/unlabeled data/test data/analysis.csv
+
+repro: install
+	dvc repro
+
+lint: install
+	$(VENV)/bin/ruff check pipeline stages tests
+	$(VENV)/bin/ruff format --check pipeline stages tests
+
+format: install
+	$(VENV)/bin/ruff format pipeline stages tests
+	$(VENV)/bin/ruff check --fix pipeline stages tests
+
+mlflow-ui: install  ## http://127.0.0.1:5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
