@@ -58,3 +58,12 @@ def load_classifier(path: Path) -> tuple[Classifier, dict[str, Any]]:
     model = build_classifier(Architecture(**ckpt["arch"]))
     model.load_state_dict(ckpt["state_dict"])
     return model, ckpt
+
+
+def save_round_model(
+    rounds_dir: Path, round_name: str, model: Classifier, arch: Architecture, classes: list[str], config: dict
+) -> Path:
+    """Save a teacher or student as `<rounds_dir>/<round>/model.pt` with classes and config."""
+    path = Path(rounds_dir) / round_name / "model.pt"
+    save_model(path, model, arch, classes=classes, round=round_name, config=config)
+    return path

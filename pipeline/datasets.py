@@ -13,7 +13,8 @@ Transform = Callable[..., dict]
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """(H, W, C) or (B, H, W, C) uint8 -> float in [0, 1], (C, H, W) or (B, C, H, W), channels_last."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255)
+    # np.require copies only when needed: memmap rows are read-only, which torch.from_numpy warns about.
+    x = torch.from_numpy(np.require(images, requirements=["C", "W"])).float().div_(255)
     if x.ndim == 3:
         return x.permute(2, 0, 1)
     return x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)

@@ -41,7 +41,7 @@ def pipeline_id() -> str:
         proc = psutil.Process().parent()
         while proc is not None:
             cmd = proc.cmdline()
-            if any(Path(part).name == "dvc" for part in cmd[:2]):
+            if any(Path(part).name == "dvc" for part in cmd[:3]):  # dvc, python dvc, python -m dvc
                 return f"{os.uname().nodename}-{proc.pid}-{int(proc.create_time() * 1000)}"
             proc = proc.parent()
     except Exception:  # noqa: BLE001 - no process tree access: fall back to one run per stage

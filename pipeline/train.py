@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from pipeline import augment
 from pipeline.config import StudentConfig, TeacherConfig
+from pipeline.data.store import Split
 from pipeline.datasets import Views, endless_loader, image_batches
 from pipeline.losses.semi import entropy_minimization, weighted_soft_cross_entropy
 from pipeline.models import Classifier
@@ -35,12 +36,6 @@ def check_finite(loss: torch.Tensor, step: int, stage: str) -> None:
         raise FloatingPointError(
             f"{stage}: loss is {loss.item()} at step {step}; stopping (no output written)"
         )
-
-
-@dataclass(frozen=True)
-class Labeled:
-    index: np.ndarray  # (N,) store rows
-    labels: np.ndarray  # (N,) class indices
 
 
 @dataclass(frozen=True)
@@ -81,7 +76,7 @@ def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
 def fit_teacher(
     model: Classifier,
     images: np.ndarray,
-    labeled: Labeled,
+    labeled: Split,
     cfg: TeacherConfig,
     image_size: int,
     seed: int,
@@ -115,7 +110,7 @@ def fit_teacher(
 def fit_student(
     model: Classifier,
     images: np.ndarray,
-    labeled: Labeled,
+    labeled: Split,
     pseudo: PseudoLabeled,
     cfg: StudentConfig,
     image_size: int,

@@ -6,26 +6,15 @@ cross-entropy and entropy minimization on unlabeled images that passed the OOD f
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from pipeline.checkpoint import load_classifier, load_encoder, save_model
+from pipeline.checkpoint import load_classifier, load_encoder, save_round_model
 from pipeline.data.store import load_prepared
 from pipeline.models import Architecture, build_classifier
+from pipeline.pseudo.report import training_targets
 from pipeline.stage import start
 from pipeline.tracking import stage_run
-from pipeline.train import Labeled, PseudoLabeled, fit_student, seed_everything
-
-
-def pseudo_targets(
-    table: pd.DataFrame, num_classes: int, class_index: dict[str, int], hard: bool
-) -> PseudoLabeled:
-    pool = table[table["in_distribution"]]
-    if hard:
-        targets = np.eye(num_classes)[pool["pseudo_label"].map(class_index).to_numpy()]
-    else:
-        targets = np.stack(pool["soft_label"].to_numpy()) if len(pool) else np.zeros((0, num_classes))
-    return PseudoLabeled(pool["index"].to_numpy(np.int64), targets, pool["weight"].to_numpy())
+from pipeline.train import fit_student, seed_everything
 
 
 def main() -> None:
@@ -36,9 +25,7 @@ def main() -> None:
     data = load_prepared(paths.prepared)
     labeled = data.split("labeled")
     table = pd.read_parquet(Path(paths.pseudolabels) / f"{round_name}.parquet")
-    pseudo = pseudo_targets(
-        table, len(data.classes), {c: i for i, c in enumerate(data.classes)}, cfg.hard_labels
-    )
+    pseudo = training_targets(table, data.classes, cfg.hard_labels)
     arch = Architecture(
         channels=params.data.channels,
         width=cfg.width,
@@ -60,23 +47,14 @@ def main() -> None:
         fit_student(
             model,
             data.images,
-            Labeled(labeled.index, labeled.labels),
+            labeled,
             pseudo,
             cfg,
             params.data.image_size,
             params.seed,
             run.log,
         )
-        out = Path(paths.rounds) / round_name / "model.pt"
-        save_model(
-            out,
-            model,
-            arch,
-            classes=data.classes,
-            round=round_name,
-            steps=cfg.steps,
-            config=params.model_dump(),
-        )
+        out = save_round_model(paths.rounds, round_name, model, arch, data.classes, params.model_dump())
         run.log_artifact(out)
 
 

@@ -2,13 +2,13 @@
 
 from pathlib import Path
 
-from pipeline.checkpoint import load_encoder, save_model
+from pipeline.checkpoint import load_encoder, save_round_model
 from pipeline.config import TEACHER_ROUND
 from pipeline.data.store import load_prepared
 from pipeline.models import Architecture, build_classifier
 from pipeline.stage import start
 from pipeline.tracking import stage_run
-from pipeline.train import Labeled, fit_teacher, seed_everything
+from pipeline.train import fit_teacher, seed_everything
 
 
 def main() -> None:
@@ -27,22 +27,13 @@ def main() -> None:
         fit_teacher(
             model,
             data.images,
-            Labeled(labeled.index, labeled.labels),
+            labeled,
             cfg,
             params.data.image_size,
             params.seed,
             run.log,
         )
-        out = Path(paths.rounds) / TEACHER_ROUND / "model.pt"
-        save_model(
-            out,
-            model,
-            arch,
-            classes=data.classes,
-            round=TEACHER_ROUND,
-            steps=cfg.steps,
-            config=params.model_dump(),
-        )
+        out = save_round_model(paths.rounds, TEACHER_ROUND, model, arch, data.classes, params.model_dump())
         run.log_artifact(out)
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 
 from pipeline.data.store import Split
 from pipeline.pseudo.select import Selection
+from pipeline.train import PseudoLabeled
 
 TABLE_COLUMNS = [
     "round",
@@ -100,3 +101,16 @@ def pseudo_label_stats(table: pd.DataFrame, classes: list[str], truth: pd.Series
             (in_pool["pseudo_label"].to_numpy() == truth.loc[in_pool["path"]].to_numpy()).mean()
         )
     return stats
+
+
+def training_targets(table: pd.DataFrame, classes: list[str], hard: bool) -> PseudoLabeled:
+    """The student's unlabeled training set: every image that passed the OOD filter, with its target
+    (the teacher's soft label, or one-hot when `hard`) and weight (0 where the confidence was too low)."""
+    pool = table[table["in_distribution"]]
+    if hard:
+        targets = np.eye(len(classes))[
+            pool["pseudo_label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+        ]
+    else:
+        targets = np.stack(pool["soft_label"].to_numpy()) if len(pool) else np.zeros((0, len(classes)))
+    return PseudoLabeled(pool["index"].to_numpy(np.int64), targets, pool["weight"].to_numpy())
