@@ -11,7 +11,7 @@ from tqdm import tqdm
 from pipeline import augment
 from pipeline.config import PretrainConfig
 from pipeline.datasets import Views, epoch_loader, image_batches
-from pipeline.losses.ssl import nt_xent
+from pipeline.losses.contrastive import nt_xent
 from pipeline.metrics import effective_rank, knn_accuracy
 from pipeline.models import Encoder, ProjectionHead
 from pipeline.schedules import warmup_cosine

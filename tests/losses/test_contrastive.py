@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from pipeline.losses.ssl import nt_xent
+from pipeline.losses.contrastive import nt_xent
 
 
 def naive_nt_xent(z1: torch.Tensor, z2: torch.Tensor, t: float) -> float:
@@ -50,3 +50,17 @@ def test_symmetric_in_the_two_views_and_scale_invariant():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(AssertionError, match="two \\(N, D\\)"):
         nt_xent(torch.randn(4, 3), torch.randn(5, 3), 0.5)
+
+
+def test_info_nce_hand_computed_and_property():
+    from pipeline.losses.contrastive import info_nce
+
+    q = torch.tensor([[1.0, 0.0]])
+    # logits (1, 0) / t=1: -log(e / (e + 1)) = log(1 + 1/e)
+    loss = info_nce(q, torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 1.0]]), temperature=1.0)
+    assert loss.item() == pytest.approx(math.log(1 + 1 / math.e), abs=1e-6)
+    g = torch.Generator().manual_seed(3)
+    queries, queue = torch.randn(8, 16, generator=g), torch.randn(32, 16, generator=g)
+    matched = info_nce(queries, queries + 0.05 * torch.randn(8, 16, generator=g), queue, 0.2)
+    unmatched = info_nce(queries, torch.randn(8, 16, generator=g), queue, 0.2)
+    assert matched < unmatched
