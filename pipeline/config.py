@@ -66,17 +66,109 @@ class ViewPolicy(Section):
         return self
 
 
+class SimCLRConfig(Section):
+    views: ViewPolicy
+    temperature: float = Field(gt=0, description="NT-Xent temperature")
+
+
+class MoCoConfig(Section):
+    views: ViewPolicy
+    temperature: float = Field(gt=0)
+    queue_size: int = Field(ge=1, description="negatives kept from earlier batches")
+    momentum: float = Field(ge=0, lt=1, description="EMA momentum of the key encoder")
+
+
+class BYOLConfig(Section):
+    views: ViewPolicy
+    momentum: float = Field(ge=0, lt=1, description="base EMA momentum of the target, raised to 1 by cosine")
+
+
+class DINOConfig(Section):
+    views: ViewPolicy
+    out_dim: int = Field(ge=2, description="dimensions K of the DINO head output")
+    student_temperature: float = Field(gt=0)
+    teacher_temperature: float = Field(gt=0)
+    center_momentum: float = Field(ge=0, lt=1)
+    momentum: float = Field(ge=0, lt=1, description="base EMA momentum of the teacher, raised to 1 by cosine")
+
+
+class SwAVConfig(Section):
+    views: ViewPolicy
+    prototypes: int = Field(ge=2)
+    temperature: float = Field(gt=0)
+    epsilon: float = Field(gt=0, description="Sinkhorn entropy regularization")
+    sinkhorn_iterations: int = Field(ge=1)
+    freeze_prototypes_steps: int = Field(ge=0, description="prototypes stay fixed this many first steps")
+
+
+class BarlowTwinsConfig(Section):
+    views: ViewPolicy
+    lambd: float = Field(ge=0, description="weight of the off-diagonal (redundancy) term")
+
+
+class VICRegConfig(Section):
+    views: ViewPolicy
+    sim_weight: float = Field(ge=0)
+    var_weight: float = Field(ge=0)
+    cov_weight: float = Field(ge=0)
+
+
+class SimMIMConfig(Section):
+    views: ViewPolicy
+    mask_ratio: float = Field(gt=0, lt=1)
+    patch: int = Field(ge=1, description="side of a masked square, pixels; must divide image_size / 4 * 4")
+
+
+class RotationConfig(Section):
+    views: ViewPolicy
+
+
+class HybridConfig(Section):
+    """One encoder, a masked-reconstruction decoder and an NT-Xent head; losses combined by `combine`."""
+
+    views: ViewPolicy
+    mask_ratio: float = Field(ge=0, lt=1, description="0 reconstructs the unmasked input (autoencoding)")
+    patch: int = Field(ge=1)
+    temperature: float = Field(gt=0)
+    combine: Literal["fixed", "warmup", "uncertainty"] = Field(
+        description="fixed weights; warmup: contrastive weight ramps up; uncertainty: learned log-variances"
+    )
+    reconstruction_weight: float = Field(ge=0)
+    contrastive_weight: float = Field(ge=0)
+    warmup_epochs: float = Field(ge=0, description="epochs of the contrastive ramp (combine: warmup)")
+
+
+class MethodConfigs(Section):
+    simclr: SimCLRConfig
+    moco: MoCoConfig
+    byol: BYOLConfig
+    dino: DINOConfig
+    swav: SwAVConfig
+    barlow_twins: BarlowTwinsConfig
+    vicreg: VICRegConfig
+    simmim: SimMIMConfig
+    rotation: RotationConfig
+    hybrid: HybridConfig
+
+
+SSLMethod = Literal[
+    "simclr", "moco", "byol", "dino", "swav", "barlow_twins", "vicreg", "simmim", "rotation", "hybrid"
+]
+
+
 class PretrainConfig(Section):
-    method: Literal["simclr"]
+    method: SSLMethod
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=2)
     lr: float = Field(gt=0, description="peak learning rate per 256 images (SGD, cosine schedule)")
     weight_decay: float = Field(ge=0)
-    temperature: float = Field(gt=0)
-    projection_dim: int = Field(ge=2)
-    views: ViewPolicy
+    projection_dim: int = Field(ge=2, description="output of projection heads (and hidden width of MLPs)")
     knn_k: int = Field(ge=1)
     knn_test_images: int = Field(ge=0, description="test images used by the per-epoch kNN monitor")
+    methods: MethodConfigs
+
+    def method_config(self) -> BaseModel:
+        return getattr(self.methods, self.method)
 
 
 class TeacherConfig(Section):

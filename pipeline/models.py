@@ -73,11 +73,16 @@ class Encoder(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.feature_dim = 4 * w
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def feature_map(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """(B, C, H, W) images in [0, 1] (or already normalized) -> (B, 4w, H/4, W/4) features."""
         x = x.contiguous(memory_format=torch.channels_last)  # a no-op when the batch already is
-        x = (x - self.mean) / self.std  # (B, C, H, W)
-        x = self.blocks(self.stem(x))  # (B, 4w, H/4, W/4)
-        return x.mean(dim=(2, 3))  # (B, 4w)
+        return self.blocks(self.stem(x if normalized else self.normalize(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_map(x).mean(dim=(2, 3))  # (B, 4w)
 
 
 class Classifier(nn.Module):
@@ -92,22 +97,6 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.encoder(x)))
-
-
-class ProjectionHead(nn.Module):
-    """SimCLR's MLP g(h): Linear -> BN -> ReLU -> Linear."""
-
-    def __init__(self, in_dim: int, out_dim: int):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, in_dim, bias=False),
-            nn.BatchNorm1d(in_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(in_dim, out_dim),
-        )
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.net(h)
 
 
 def build_classifier(

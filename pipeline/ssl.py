@@ -1,4 +1,4 @@
-"""Self-supervised pretraining of the encoder (SimCLR), with collapse checks and a kNN monitor each epoch."""
+"""Self-supervised pretraining of the encoder, with collapse checks and a kNN monitor each epoch."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from tqdm import tqdm
 from pipeline import augment
 from pipeline.config import PretrainConfig
 from pipeline.datasets import Views, epoch_loader, image_batches
-from pipeline.losses.contrastive import nt_xent
 from pipeline.metrics import effective_rank, knn_accuracy
-from pipeline.models import Encoder, ProjectionHead
+from pipeline.models import Encoder
 from pipeline.schedules import warmup_cosine
+from pipeline.ssl_methods import build_method
 from pipeline.train import LogFn, check_finite
 
 # A representation has collapsed when its L2-normalized embeddings barely vary (all images map to about the
@@ -66,7 +66,7 @@ def check_collapse(health: dict[str, float], epoch: int) -> None:
         )
 
 
-def pretrain_simclr(
+def pretrain(
     encoder: Encoder,
     images: np.ndarray,
     index: np.ndarray,
@@ -76,43 +76,49 @@ def pretrain_simclr(
     monitor: KnnMonitor | None,
     log: LogFn,
 ) -> dict[str, float]:
-    """SimCLR (Chen et al. 2020): two augmented views per image, NT-Xent on projections g(f(x)).
+    """Self-supervised pretraining of `encoder` with `cfg.method` on the images `index` of the store.
 
-    SGD with Nesterov momentum, lr = cfg.lr * batch / 256, one warm-up epoch then cosine decay. Logs the
-    loss per step interval and, per epoch, the kNN accuracy and representation health (std, effective rank).
+    SGD with Nesterov momentum, lr = cfg.lr * batch / 256, one warm-up epoch then cosine decay. Logs, per
+    epoch, the mean loss and the method's own values, the kNN accuracy and the representation health (std,
+    effective rank), and stops with CollapseError when the representation collapses.
     """
     batch = min(cfg.batch_size, len(index))
     if batch < 2:
         raise ValueError(f"pretrain needs at least 2 images, found {len(index)}")
-    head = ProjectionHead(encoder.feature_dim, cfg.projection_dim)
-    params = list(encoder.parameters()) + list(head.parameters())
-    peak = cfg.lr * batch / 256
-    opt = torch.optim.SGD(params, lr=peak, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
-    views = Views(images, index, [augment.ssl_view(cfg.views, image_size, seed + v) for v in (0, 1)])
     steps_per_epoch = len(index) // batch
+    method = build_method(cfg, encoder, images.shape[-1], steps_per_epoch)
+    trainable = [p for p in [*encoder.parameters(), *method.parameters()] if p.requires_grad]
+    peak = cfg.lr * batch / 256
+    opt = torch.optim.SGD(trainable, lr=peak, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    policy = cfg.method_config().views
+    views = Views(
+        images, index, [augment.ssl_view(policy, image_size, seed + v) for v in range(method.n_views)]
+    )
     total = cfg.epochs * steps_per_epoch
     warmup = min(steps_per_epoch, total // 10)
     summary: dict[str, float] = {}
     step = 0
     for epoch in range(cfg.epochs):
         encoder.train()
-        head.train()
-        losses = []
+        method.train()
+        epoch_logs: dict[str, list[float]] = {}
         loader = epoch_loader(views, batch, seed + epoch)
-        for (v1, v2), _ in tqdm(
-            loader, desc=f"pretrain {epoch + 1}/{cfg.epochs}", unit="step", mininterval=1.0
+        for batch_views, _ in tqdm(
+            loader, desc=f"{cfg.method} {epoch + 1}/{cfg.epochs}", unit="step", mininterval=1.0
         ):
             for group in opt.param_groups:
                 group["lr"] = warmup_cosine(step, total, peak, warmup_steps=warmup)
-            z = head(encoder(torch.cat([v1, v2])))  # (2B, P): both views in one batch, so BN sees both
-            loss = nt_xent(z[: len(v1)], z[len(v1) :], cfg.temperature)
-            check_finite(loss, step, f"pretrain epoch {epoch + 1}")
+            loss, logs = method.loss(encoder, list(batch_views), step)
+            check_finite(loss, step, f"pretrain ({cfg.method}) epoch {epoch + 1}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(loss.item())
+            method.after_step(encoder, step, total)
+            for key, value in {"train/loss": loss.item(), **logs}.items():
+                epoch_logs.setdefault(key, []).append(value)
             step += 1
-        summary = {"train/loss": float(np.mean(losses)), "train/lr": opt.param_groups[0]["lr"]}
+        summary = {key: float(np.mean(values)) for key, values in epoch_logs.items()}
+        summary["train/lr"] = opt.param_groups[0]["lr"]
         if monitor is not None:
             train_f = encode(encoder, images, monitor.train_index)
             test_f = encode(encoder, images, monitor.test_index)

@@ -8,7 +8,7 @@ import pandas as pd
 from pipeline.checkpoint import save_model, write_json
 from pipeline.data.store import load_prepared
 from pipeline.models import Architecture, build_encoder
-from pipeline.ssl import KnnMonitor, pretrain_simclr
+from pipeline.ssl import KnnMonitor, pretrain
 from pipeline.stage import start
 from pipeline.tracking import stage_run
 from pipeline.train import seed_everything
@@ -26,7 +26,11 @@ def main() -> None:
     encoder = build_encoder(arch, data.stats["mean"], data.stats["std"])
     history: list[dict] = []
 
-    logged = {"pretrain": cfg.model_dump(), "model": params.model.model_dump()}
+    logged = {
+        "pretrain": cfg.model_dump(exclude={"methods"}),
+        cfg.method: cfg.method_config().model_dump(),
+        "model": params.model.model_dump(),
+    }
     with stage_run(params, "pretrain", logged=logged) as run:
 
         def log(metrics: dict[str, float], step: int) -> None:
@@ -34,7 +38,7 @@ def main() -> None:
             history.append({"epoch": step, **{k.replace("/", "_"): v for k, v in metrics.items()}})
 
         train_index = np.concatenate([labeled.index, unlabeled.index])
-        summary = pretrain_simclr(
+        summary = pretrain(
             encoder, data.images, train_index, cfg, params.data.image_size, params.seed, monitor, log
         )
         out = Path(paths.encoder) / "encoder.pt"

@@ -1,0 +1,67 @@
+"""Every SSL method trains a few steps on the fixture without NaN, and the method parts behave."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import SSLMethod, load_params
+from pipeline.data.prepare import prepare
+from pipeline.data.store import load_prepared
+from pipeline.models import Architecture, build_encoder
+from pipeline.ssl import CollapseError, KnnMonitor, check_collapse, pretrain
+from pipeline.ssl_methods import cosine_momentum, ema_update
+from pipeline.train import seed_everything
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = Path(__file__).parent / "fixtures" / "data"
+METHODS = list(SSLMethod.__args__)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    out = tmp_path_factory.mktemp("store")
+    roots = {s: FIXTURE / s for s in ("labeled", "unlabeled", "test")}
+    prepare(roots, out, image_size=28, channels=1, progress=False)
+    return load_prepared(out)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_trains_without_nan_and_moves_the_encoder(store, method):
+    params = load_params(ROOT / "params.yaml")
+    cfg = params.pretrain.model_copy(update={"method": method, "epochs": 2, "batch_size": 32})
+    seed_everything(0)
+    encoder = build_encoder(Architecture(1, 8, 1), store.stats["mean"], store.stats["std"])
+    before = [p.detach().clone() for p in encoder.parameters()]
+    labeled, test = store.split("labeled"), store.split("test")
+    monitor = KnnMonitor(labeled.index, labeled.labels, test.index, test.labels, k=5)
+    index = np.concatenate([labeled.index, store.split("unlabeled").index])
+    logged = []
+    summary = pretrain(encoder, store.images, index, cfg, 28, 0, monitor, lambda m, s: logged.append((s, m)))
+    assert [s for s, _ in logged] == [1, 2]
+    assert all(math.isfinite(v) for v in summary.values())
+    assert 0 <= summary["knn/accuracy"] <= 1 and summary["ssl/effective_rank"] >= 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, encoder.parameters(), strict=True))
+    if method == "hybrid":
+        assert {"ssl/loss_reconstruction", "ssl/loss_contrastive", "ssl/weight_contrastive"} <= set(summary)
+
+
+def test_ema_update_and_momentum_schedule():
+    target, online = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        target.weight.fill_(1.0)
+        online.weight.fill_(3.0)
+    ema_update(target, online, momentum=0.75)
+    assert target.weight.tolist() == [[1.5, 1.5]]  # 0.75 * 1 + 0.25 * 3
+    assert cosine_momentum(0.99, 0, 100) == pytest.approx(0.99)
+    assert cosine_momentum(0.99, 100, 100) == pytest.approx(1.0)
+
+
+def test_collapse_is_detected_with_a_clear_message():
+    check_collapse({"ssl/std_ratio": 0.6, "ssl/effective_rank": 20.0}, epoch=1)
+    with pytest.raises(CollapseError, match="collapsed at epoch 3"):
+        check_collapse({"ssl/std_ratio": 0.001, "ssl/effective_rank": 20.0}, epoch=3)
+    with pytest.raises(CollapseError, match="effective rank 1.10"):
+        check_collapse({"ssl/std_ratio": 0.6, "ssl/effective_rank": 1.1}, epoch=2)
