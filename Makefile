@@ -38,8 +38,8 @@ repro: install
 	dvc repro
 
 lint: install
-	$(VENV)/bin/ruff check pipeline stages tests
-	$(VENV)/bin/ruff format --check pipeline stages tests
+	$(VENV)/bin/ruff check pipeline stages tests bench
+	$(VENV)/bin/ruff format --check pipeline stages tests bench
 
 format: install
 	$(VENV)/bin/ruff format pipeline stages tests

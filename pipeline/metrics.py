@@ -59,3 +59,27 @@ def effective_rank(features: torch.Tensor) -> float:
     p = s / s.sum().clamp_min(1e-12)
     p = p[p > 0]
     return float(torch.exp(-(p * p.log()).sum()))
+
+
+def linear_probe_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    steps: int = 500,
+    lr: float = 0.1,
+    weight_decay: float = 1e-4,
+) -> float:
+    """Test accuracy of a softmax classifier trained on frozen, standardized features (full-batch Adam)."""
+    mean, std = train_features.mean(0), train_features.std(0).clamp_min(1e-6)
+    x_train, x_test = (train_features - mean) / std, (test_features - mean) / std
+    num_classes = int(train_labels.max()) + 1
+    probe = torch.nn.Linear(x_train.shape[1], num_classes)
+    opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(probe(x_train), train_labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return float((probe(x_test).argmax(1) == test_labels).float().mean())

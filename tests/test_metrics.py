@@ -37,3 +37,15 @@ def test_knn_accuracy_on_separable_clusters():
     test = torch.tensor([[1.0, 0.2], [0.2, 1.0]])
     assert knn_accuracy(train, labels, test, torch.tensor([0, 1]), k=2) == 1.0
     assert knn_accuracy(train, labels, test, torch.tensor([1, 0]), k=2) == 0.0
+
+
+def test_linear_probe_separates_linearly_separable_features():
+    from pipeline.metrics import linear_probe_accuracy
+
+    g = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[3.0, 0.0], [-3.0, 0.0], [0.0, 3.0]])
+    labels = torch.arange(3).repeat(20)
+    features = centers[labels] + 0.3 * torch.randn(60, 2, generator=g)
+    assert linear_probe_accuracy(features[:30], labels[:30], features[30:], labels[30:]) == 1.0
+    shuffled = labels[torch.randperm(60, generator=g)]
+    assert linear_probe_accuracy(features[:30], shuffled[:30], features[30:], labels[30:]) < 0.8

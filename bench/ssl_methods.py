@@ -1,0 +1,188 @@
+"""Benchmark the SSL methods on the demo data at one shared budget; writes docs/ssl_benchmark.md.
+
+For each method: pretrain `--epochs` epochs over the labeled + unlabeled demo images, then report
+  - kNN accuracy (k=20, cosine) of the encoder features, 40 labeled images vs the 10 000 test images,
+  - linear-probe accuracy with 40 labels (the demo's) and 1000 labels (100 per class from the training set),
+  - the pipeline's test accuracy when the method feeds the teacher: teacher (r0) and the last of `--rounds`
+    noisy-student rounds, run with the real stage scripts and `params.yaml` otherwise unchanged,
+  - wall time of pretraining and of the whole run.
+
+Needs the demo's prepared store (`make demo`, or `make data && dvc repro prepare`). Usage:
+
+    python bench/ssl_methods.py                      # every method, 12 epochs, 1 round
+    python bench/ssl_methods.py --methods simclr byol --epochs 4 --rounds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.checkpoint import load_encoder  # noqa: E402
+from pipeline.config import SSLMethod, load_params  # noqa: E402
+from pipeline.data.demo import DEBIAN_IDX_DIR, load_fashion_mnist, split_indices  # noqa: E402
+from pipeline.data.store import load_prepared  # noqa: E402
+from pipeline.datasets import to_tensor  # noqa: E402
+from pipeline.metrics import knn_accuracy, linear_probe_accuracy  # noqa: E402
+from pipeline.models import Architecture, build_encoder  # noqa: E402
+from pipeline.ssl import encode  # noqa: E402
+from pipeline.train import seed_everything  # noqa: E402
+
+
+def method_params(base: dict, method: str, epochs: int, rounds: int, out: Path) -> dict:
+    """params.yaml for one method: its own output paths, the chosen method and epochs, `rounds` rounds."""
+    params = json.loads(json.dumps(base))
+    params["pretrain"].update(method=method, epochs=epochs)
+    for key in ("encoder", "rounds", "pseudolabels", "metrics", "plots"):
+        params["paths"][key] = str(out / key)
+    params["rounds"] = {f"r{k}": {"prev": f"r{k - 1}"} for k in range(1, rounds + 1)}
+    params["mlflow"]["experiment"] = "ssl-benchmark"
+    return params
+
+
+def run_stages(params_file: Path, rounds: int, env: dict[str, str]) -> dict[str, float]:
+    """Run pretrain, teacher, the rounds and evaluate with the real stage scripts; seconds per stage."""
+    stages = [["pretrain"], ["teacher"]]
+    for k in range(1, rounds + 1):
+        stages += [["pseudolabel", "--round", f"r{k}"], ["student", "--round", f"r{k}"]]
+    stages.append(["evaluate"])
+    seconds = {}
+    for stage, *args in stages:
+        start = time.perf_counter()
+        cmd = [sys.executable, str(ROOT / "stages" / f"{stage}.py"), "--params", str(params_file), *args]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        seconds["/".join([stage, *args[1:]])] = time.perf_counter() - start
+    return seconds
+
+
+def probe_sets(idx_dir: Path, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Images (N, 1, 28, 28) in [0, 1] and labels: 40 and 1000 labeled training images, 10 000 test."""
+    data = load_fashion_mnist(idx_dir)
+    (train_x, train_y), (test_x, test_y) = data["train"], data["test"]
+    sets = {"test": (to_tensor(test_x[..., None]), torch.as_tensor(test_y, dtype=torch.long))}
+    for n_per_class, split_seed in ((4, seed), (100, seed + 1)):
+        labeled, _ = split_indices(train_y, n_per_class, 0, split_seed)
+        sets[f"{10 * n_per_class}"] = (
+            to_tensor(train_x[labeled][..., None]),
+            torch.as_tensor(train_y[labeled], dtype=torch.long),
+        )
+    return sets
+
+
+@torch.no_grad()
+def features(encoder, images: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    encoder.eval()
+    return torch.cat([encoder(images[i : i + batch]) for i in range(0, len(images), batch)])
+
+
+def representation_scores(encoder, sets, store) -> dict[str, float]:
+    test_f = features(encoder, sets["test"][0])
+    labeled = store.split("labeled")
+    knn = knn_accuracy(
+        encode(encoder, store.images, labeled.index),
+        torch.as_tensor(labeled.labels),
+        test_f,
+        sets["test"][1],
+        k=20,
+    )
+    scores = {"knn": knn}
+    for n in ("40", "1000"):
+        x, y = sets[n]
+        scores[f"probe_{n}"] = linear_probe_accuracy(features(encoder, x), y, test_f, sets["test"][1])
+    return scores
+
+
+def markdown(rows: list[dict], args: argparse.Namespace, command: str) -> str:
+    lines = [
+        "# SSL methods on Fashion-MNIST: one shared budget",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'} "
+        f"({os.cpu_count()} CPU cores, torch {torch.__version__}, no GPU) with:",
+        "",
+        f"    {command}",
+        "",
+        f"Budget: {args.epochs} epochs of pretraining over the 20 040 demo images (40 labeled + 20 000 "
+        "unlabeled), batch 256, the default model (width 16, depth 1) and `params.yaml` otherwise unchanged. "
+        "kNN: k=20, cosine, the 40 labeled images vs the 10 000 test images. Linear probes: softmax "
+        "regression "
+        "on frozen features of 40 (the demo's) or 1000 (100 per class) training images, tested on the 10 000 "
+        f"test images. Pipeline: teacher (linear head on the frozen encoder, 40 labels) and {args.rounds} "
+        "noisy-student "
+        "round(s), test accuracy. Single seed (0).",
+        "",
+        "| method | kNN acc | probe 40 | probe 1000 | teacher (r0) | last student | pretrain s | total s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['knn']:.2%} | {r['probe_40']:.2%} | {r['probe_1000']:.2%} | "
+            + (f"{r['teacher']:.2%} | {r['final']:.2%} | " if "teacher" in r else "– | – | ")
+            + f"{r.get('pretrain_s', 0):.0f} | {r.get('total_s', 0):.0f} |"
+        )
+    return "\n".join(lines).replace("%", " %") + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--methods", nargs="+", default=["all"], help="methods to run, or 'all'")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench_out" / "ssl")
+    parser.add_argument("--idx-dir", type=Path, default=DEBIAN_IDX_DIR)
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "ssl_benchmark.md")
+    args = parser.parse_args()
+    methods = list(SSLMethod.__args__) if args.methods == ["all"] else args.methods
+    command = "python bench/ssl_methods.py " + " ".join(sys.argv[1:])
+
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = load_params(ROOT / "params.yaml")
+    store = load_prepared(ROOT / params.paths.prepared)
+    sets = probe_sets(args.idx_dir, params.seed)
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(ROOT)}
+
+    seed_everything(params.seed)
+    random_encoder = build_encoder(Architecture(params.data.channels, params.model.width, params.model.depth),
+                                   store.stats["mean"], store.stats["std"])  # fmt: skip
+    rows = [{"method": "none (random encoder)", **representation_scores(random_encoder, sets, store)}]
+    print(rows[-1], flush=True)
+    for method in methods:
+        out = args.out / method
+        out.mkdir(parents=True, exist_ok=True)
+        params_file = out / "params.yaml"
+        params_file.write_text(yaml.safe_dump(method_params(base, method, args.epochs, args.rounds, out)))
+        start = time.perf_counter()
+        seconds = run_stages(
+            params_file, args.rounds, {**env, "PIPELINE_ID": f"ssl-bench-{method}-{time.time()}"}
+        )
+        encoder, _ = load_encoder(out / "encoder" / "encoder.pt")
+        evaluation = json.loads((out / "metrics" / "eval.json").read_text())
+        last = f"r{args.rounds}"
+        rows.append({
+            "method": method, **representation_scores(encoder, sets, store),
+            "teacher": evaluation["r0"]["test/accuracy"], "final": evaluation[last]["test/accuracy"],
+            "pretrain_s": seconds["pretrain"], "total_s": time.perf_counter() - start,
+        })  # fmt: skip
+        print(rows[-1], flush=True)
+        (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+        args.doc.write_text(markdown(rows, args, command))
+    print(markdown(rows, args, command))
+
+
+if __name__ == "__main__":
+    main()
