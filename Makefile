@@ -34,8 +34,9 @@ data: install fashion-mnist  ## data/{labeled,unlabeled,test} + analysis.csv, tr
 	@if [ ! -d data/labeled ]; then $(PY) -m pipeline demo-data --out data --idx-dir $(IDX_DIR); fi
 	dvc add -q data/labeled data/unlabeled data/test data/analysis.csv
 
-repro: install
+repro: install  ## dvc repro, then the rounds table (also when DVC found nothing to rerun)
 	dvc repro
+	$(PY) -m pipeline summary
 
 lint: install
 	$(VENV)/bin/ruff check pipeline stages tests bench

@@ -181,17 +181,27 @@ class TeacherConfig(Section):
 
 
 class OODConfig(Section):
-    method: Literal["knn", "none"] = Field(
-        description="knn: cosine distance to the k-th nearest labeled image in the SSL embedding"
+    """Out-of-distribution filter (pipeline.pseudo.ood), calibrated on held-out labeled images."""
+
+    method: Literal["msp", "energy", "mahalanobis", "knn", "none"] = Field(
+        description="msp / energy: teacher logits; mahalanobis: teacher features; knn: SSL embedding"
     )
-    k: int = Field(ge=1)
-    keep_quantile: float = Field(gt=0, le=1, description="share of labeled images the threshold keeps")
+    k: int = Field(ge=1, description="knn: distance to the k-th nearest labeled image")
+    keep_quantile: float = Field(
+        gt=0, le=1, description="share of held-out labeled images the threshold keeps"
+    )
+    shrinkage: float = Field(gt=0, le=1, description="mahalanobis: covariance shrinkage towards the identity")
+    folds: int = Field(ge=2, description="msp / energy / mahalanobis: folds of the held-out calibration")
 
 
 class PseudolabelConfig(Section):
     temperature: float = Field(gt=0, description="softmax temperature of teacher predictions")
+    mode: Literal["threshold", "softmatch", "flexmatch", "freematch", "class_balanced"] = Field(
+        description="how pseudo-labels are accepted and weighted (pipeline.pseudo.select)"
+    )
     threshold: float = Field(ge=0, le=1, description="accept when max probability >= threshold")
-    weighting: Literal["confidence", "uniform"]
+    weighting: Literal["confidence", "uniform"] = Field(description="weight of an accepted pseudo-label")
+    per_class: int = Field(ge=0, description="class_balanced quota per class; 0 = pool size / classes")
     batch_size: int = Field(ge=1)
     ood: OODConfig
 

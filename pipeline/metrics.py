@@ -31,6 +31,38 @@ def confusion_matrix(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> 
     )
 
 
+def ood_auroc(in_distribution_scores: np.ndarray, ood_scores: np.ndarray) -> float:
+    """Area under the ROC curve of an OOD score (higher = more OOD), OOD as the positive class.
+
+        AUROC = P(s_ood > s_id) + 0.5 P(s_ood = s_id)     (the Mann-Whitney U statistic / (n_id n_ood))
+
+    1 separates perfectly, 0.5 is chance.
+    """
+    if len(in_distribution_scores) == 0 or len(ood_scores) == 0:
+        return float("nan")
+    both = np.concatenate([in_distribution_scores, ood_scores])
+    order = both.argsort(kind="stable")
+    ranks = np.empty(len(both))
+    ranks[order] = np.arange(1, len(both) + 1)
+    for value in np.unique(both):  # average ranks over ties
+        tied = both == value
+        ranks[tied] = ranks[tied].mean()
+    n_id, n_ood = len(in_distribution_scores), len(ood_scores)
+    u = ranks[n_id:].sum() - n_ood * (n_ood + 1) / 2
+    return float(u / (n_id * n_ood))
+
+
+def fpr_at_tpr(in_distribution_scores: np.ndarray, ood_scores: np.ndarray, tpr: float = 0.95) -> float:
+    """FPR@95: the share of OOD samples kept when the threshold keeps a share `tpr` of in-distribution ones.
+
+    t = the `tpr` quantile of the in-distribution scores;  FPR = mean(s_ood <= t)
+    """
+    if len(in_distribution_scores) == 0 or len(ood_scores) == 0:
+        return float("nan")
+    threshold = np.quantile(in_distribution_scores, tpr, method="higher")
+    return float((ood_scores <= threshold).mean())
+
+
 def knn_accuracy(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
@@ -61,6 +93,30 @@ def effective_rank(features: torch.Tensor) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
+def fit_linear_head(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    steps: int = 500,
+    lr: float = 0.1,
+    weight_decay: float = 1e-4,
+    generator: torch.Generator | None = None,
+) -> torch.nn.Linear:
+    """Softmax regression on fixed features, full-batch Adam; initialised from `generator` when given."""
+    head = torch.nn.Linear(x.shape[1], num_classes)
+    if generator is not None:  # independent of the global RNG: the same head whatever ran before
+        with torch.no_grad():
+            head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * 0.01)
+            head.bias.zero_()
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(head(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return head
+
+
 def linear_probe_accuracy(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
@@ -73,13 +129,6 @@ def linear_probe_accuracy(
     """Test accuracy of a softmax classifier trained on frozen, standardized features (full-batch Adam)."""
     mean, std = train_features.mean(0), train_features.std(0).clamp_min(1e-6)
     x_train, x_test = (train_features - mean) / std, (test_features - mean) / std
-    num_classes = int(train_labels.max()) + 1
-    probe = torch.nn.Linear(x_train.shape[1], num_classes)
-    opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(steps):
-        loss = torch.nn.functional.cross_entropy(probe(x_train), train_labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    probe = fit_linear_head(x_train, train_labels, int(train_labels.max()) + 1, steps, lr, weight_decay)
     with torch.no_grad():
         return float((probe(x_test).argmax(1) == test_labels).float().mean())

@@ -33,6 +33,22 @@ def rounds_curve(rows: list[dict]) -> pd.DataFrame:
     return curve
 
 
+def summary_rows(
+    results: dict[str, dict[str, float]], round_order: list[str], run_ids: dict[str, str]
+) -> list[dict]:
+    """Table rows from metrics/eval.json ({round: metrics}) and the MLflow run id of each round."""
+    return [
+        {
+            "round": name,
+            "model": "teacher" if step == 0 else "student",
+            **results[name],
+            "run_id": run_ids.get(name, ""),
+        }  # fmt: skip
+        for step, name in enumerate(round_order)
+        if name in results
+    ]
+
+
 def rounds_table(rows: list[dict]) -> Table:
     """rows: {'round', 'model', 'test/accuracy', 'pl/accepted', 'ood/rejected', 'pl/precision', 'run_id'}."""
     table = Table(title="Pseudo-label rounds", title_justify="left")

@@ -8,8 +8,8 @@ from pipeline.checkpoint import load_classifier, write_json
 from pipeline.data.store import load_prepared
 from pipeline.pseudo.report import pseudo_label_stats, read_analysis_labels
 from pipeline.stage import start
-from pipeline.summary import print_table, rounds_curve, rounds_table, test_metrics
-from pipeline.tracking import latest_round_runs, stage_run
+from pipeline.summary import rounds_curve, test_metrics
+from pipeline.tracking import stage_run
 from pipeline.train import predict, seed_everything
 
 
@@ -39,16 +39,16 @@ def main() -> None:
                 pd.DataFrame(confusion, index=data.classes, columns=data.classes),
                 f"confusion/{round_name}.csv",
             )
-        run_ids = latest_round_runs(params.mlflow.experiment)
-        for row in rows:
-            row["run_id"] = run_ids.get(row["round"], "")
         first, last = rows[0]["test/accuracy"], rows[-1]["test/accuracy"]
         run.log({"eval/final_accuracy": last, "eval/gain_over_teacher": last - first}, 0)
 
     write_json(Path(paths.metrics) / "eval.json", results)
     Path(paths.plots).mkdir(parents=True, exist_ok=True)
     rounds_curve(rows).to_csv(Path(paths.plots) / "rounds.csv", index=False)
-    print_table(rounds_table(rows))
+    print(
+        f"evaluate: {rows[-1]['round']} test accuracy {last:.2%} ({last - first:+.2%} over the teacher); "
+        "the rounds table: python -m pipeline summary"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """DVC stage `pseudolabel@<round>`: the previous round's model labels the unlabeled pool.
 
 Soft labels at a temperature, an OOD score per image with a threshold calibrated on labeled images,
-confidence selection and weights; writes one parquet row per unlabeled image.
+acceptance and weights by `pseudolabel.mode`; writes one parquet row per unlabeled image.
 """
 
 from pathlib import Path
@@ -10,9 +10,9 @@ import numpy as np
 
 from pipeline.checkpoint import atomic_write, load_classifier, load_encoder
 from pipeline.data.store import load_prepared
-from pipeline.pseudo.ood import knn_ood
+from pipeline.pseudo.ood import calibrate_ood_threshold, ood_scores
 from pipeline.pseudo.report import pseudo_label_stats, pseudo_label_table, read_analysis_labels
-from pipeline.pseudo.select import confidence_selection, softmax
+from pipeline.pseudo.select import select_pseudo_labels, softmax
 from pipeline.ssl import encode
 from pipeline.stage import start
 from pipeline.tracking import stage_run
@@ -29,16 +29,26 @@ def main() -> None:
     teacher, _ = load_classifier(Path(paths.rounds) / prev / "model.pt")
 
     with stage_run(params, "pseudolabel", round_name, {"pseudolabel": cfg.model_dump(), "prev": prev}) as run:
-        logits, _ = predict(teacher, data.images, pool.index, cfg.batch_size)
+        logits, features = predict(teacher, data.images, pool.index, cfg.batch_size)
         probs = softmax(logits, cfg.temperature)
-        if cfg.ood.method == "knn":
-            encoder, _ = load_encoder(Path(paths.encoder) / "encoder.pt")
-            features = encode(encoder, data.images, pool.index).numpy()
-            reference = encode(encoder, data.images, labeled.index).numpy()
-            scores, threshold = knn_ood(features, reference, cfg.ood.k, cfg.ood.keep_quantile)
-        else:
+        ood = cfg.ood
+        if ood.method == "none":
             scores, threshold = np.zeros(len(pool.index)), float("inf")
-        selection = confidence_selection(probs, cfg.threshold, scores <= threshold, cfg.weighting)
+        else:
+            if ood.method == "knn":  # distances in the SSL embedding, not the teacher's
+                encoder, _ = load_encoder(Path(paths.encoder) / "encoder.pt")
+                features = encode(encoder, data.images, pool.index).numpy()
+                reference = encode(encoder, data.images, labeled.index).numpy()
+            else:
+                _, reference = predict(teacher, data.images, labeled.index, cfg.batch_size)
+            scores, held_out = ood_scores(
+                ood.method, logits, features, reference, labeled.labels, len(data.classes),
+                ood.k, ood.shrinkage, ood.folds, params.seed,
+            )  # fmt: skip
+            threshold = calibrate_ood_threshold(held_out, ood.keep_quantile)
+        selection = select_pseudo_labels(
+            probs, scores <= threshold, cfg.mode, cfg.threshold, cfg.weighting, cfg.per_class
+        )
         table = pseudo_label_table(round_name, pool, probs, selection, scores, data.classes)
         stats = pseudo_label_stats(table, data.classes, read_analysis_labels(paths.analysis))
         stats["ood/threshold"] = threshold if np.isfinite(threshold) else -1.0

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -19,7 +20,13 @@ TINY = {  # small enough for seconds per stage on 2 CPU cores
     "teacher": {"steps": 15, "batch_size": 16},
     "pseudolabel": {"threshold": 0.15},
     "student": {"steps": 15, "batch_labeled": 8, "batch_unlabeled": 24},
-    "rounds": {"r1": {"prev": "r0"}, "r2": {"prev": "r1", "pseudolabel": {"threshold": 0.2}}},
+    "rounds": {  # r2 also checks a round override of the selection mode and the OOD method
+        "r1": {"prev": "r0"},
+        "r2": {
+            "prev": "r1",
+            "pseudolabel": {"threshold": 0.2, "mode": "class_balanced", "ood": {"method": "mahalanobis"}},
+        },
+    },
 }
 
 
@@ -85,6 +92,25 @@ def test_repro_writes_per_round_metrics(repo):
     for name in ("r1", "r2"):
         assert (path / f"pseudolabels/{name}.parquet").is_file()
     assert all((path / f"models/rounds/{r}/model.pt").is_file() for r in ("r0", "r1", "r2"))
+
+
+def test_round_override_selects_class_balanced_with_mahalanobis_filter(repo):
+    path, _ = repo
+    r1, r2 = (pd.read_parquet(path / f"pseudolabels/{r}.parquet") for r in ("r1", "r2"))
+    assert r1["copies"].max() == 1 and "over_quota" not in set(r1["reason"])
+    accepted = r2[r2["accepted"]]
+    quota = int(r2["in_distribution"].sum()) // 10
+    assert accepted.groupby("pseudo_label")["copies"].sum().eq(quota).all()  # every class filled to quota
+    assert not r2["ood_score"].equals(r1["ood_score"])  # Mahalanobis on teacher features, not kNN
+
+
+def test_summary_prints_the_rounds_table_with_mlflow_runs(repo):
+    path, env = repo
+    db = sqlite3.connect(path / "mlflow.db")
+    (student,) = db.execute("SELECT run_uuid FROM runs WHERE name = 'r2/student'").fetchone()
+    out = run([sys.executable, "-m", "pipeline", "summary"], path, env)
+    assert "Pseudo-label rounds" in out and student in out
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("│ r")] == ["r0", "r1", "r2"]
 
 
 def test_mlflow_has_one_parent_and_a_child_per_stage(repo):

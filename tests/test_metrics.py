@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.metrics import confusion_matrix, effective_rank, expected_calibration_error, knn_accuracy
+from pipeline.metrics import (
+    confusion_matrix,
+    effective_rank,
+    expected_calibration_error,
+    fpr_at_tpr,
+    knn_accuracy,
+    ood_auroc,
+)
 
 
 def test_ece_hand_computed():
@@ -49,3 +56,21 @@ def test_linear_probe_separates_linearly_separable_features():
     assert linear_probe_accuracy(features[:30], labels[:30], features[30:], labels[30:]) == 1.0
     shuffled = labels[torch.randperm(60, generator=g)]
     assert linear_probe_accuracy(features[:30], shuffled[:30], features[30:], labels[30:]) < 0.8
+
+
+def naive_auroc(id_scores, ood_scores):
+    pairs = [(o > i) + 0.5 * (o == i) for o in ood_scores for i in id_scores]
+    return sum(pairs) / len(pairs)
+
+
+def test_ood_auroc_matches_pairwise_count_with_ties():
+    id_scores, ood_scores = np.array([0.1, 0.4, 0.4, 0.7]), np.array([0.4, 0.8, 0.2])
+    assert ood_auroc(id_scores, ood_scores) == pytest.approx(naive_auroc(id_scores, ood_scores))
+    assert ood_auroc(np.array([0.0, 0.1]), np.array([0.5, 0.9])) == 1.0
+    assert ood_auroc(np.array([0.5, 0.9]), np.array([0.0, 0.1])) == 0.0
+
+
+def test_fpr_at_95_tpr():
+    id_scores = np.arange(100, dtype=float)  # the threshold keeping 95 % of them is 95
+    ood_scores = np.array([10.0, 94.0, 95.0, 96.0, 200.0])
+    assert fpr_at_tpr(id_scores, ood_scores, 0.95) == pytest.approx(3 / 5)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.store import Split
+from pipeline.metrics import fpr_at_tpr, ood_auroc
 from pipeline.pseudo.select import Selection
 from pipeline.train import PseudoLabeled
 
@@ -19,7 +20,9 @@ TABLE_COLUMNS = [
     "pseudo_label",
     "soft_label",
     "confidence",
+    "threshold",
     "weight",
+    "copies",
     "ood_score",
     "in_distribution",
     "accepted",
@@ -45,7 +48,9 @@ def pseudo_label_table(
             "pseudo_label": np.asarray(classes)[selection.pseudo_label],
             "soft_label": list(probs.astype(np.float32)),
             "confidence": selection.confidence,
+            "threshold": selection.threshold,
             "weight": selection.weight,
+            "copies": selection.copies,
             "ood_score": ood_score,
             "in_distribution": selection.in_distribution,
             "accepted": selection.accepted,
@@ -84,6 +89,9 @@ def pseudo_label_stats(table: pd.DataFrame, classes: list[str], truth: pd.Series
         "pl/mean_confidence": float(table["confidence"].mean()) if len(table) else 0.0,
         "pl/mean_confidence_accepted": float(accepted["confidence"].mean()) if len(accepted) else 0.0,
         "pl/low_confidence": float((table["reason"] == "low_confidence").sum()),
+        "pl/over_quota": float((table["reason"] == "over_quota").sum()),
+        "pl/training_copies": float(table["copies"].sum()),
+        "pl/mean_weight_accepted": float(accepted["weight"].mean()) if len(accepted) else 0.0,
         "ood/rejected": float((~table["in_distribution"]).sum()),
         "ood/rejected_rate": float((~table["in_distribution"]).mean()) if len(table) else 0.0,
     }
@@ -100,13 +108,36 @@ def pseudo_label_stats(table: pd.DataFrame, classes: list[str], truth: pd.Series
         stats["pl/teacher_pool_accuracy"] = float(
             (in_pool["pseudo_label"].to_numpy() == truth.loc[in_pool["path"]].to_numpy()).mean()
         )
+    stats.update(ood_truth_stats(in_pool, truth, classes))
     return stats
+
+
+def ood_truth_stats(table: pd.DataFrame, truth: pd.Series, classes: list[str]) -> dict[str, float]:
+    """How well the OOD filter found the pool images whose analysis label is not one of `classes`.
+
+    ood/auroc and ood/fpr95 rate the score itself, ood/recall and ood/false_rejection the calibrated decision.
+    Empty when the analysis labels name no such image (no OOD truth to compare with).
+    """
+    is_ood = ~truth.loc[table["path"]].isin(classes).to_numpy()
+    if not is_ood.any() or is_ood.all():
+        return {}
+    scores, kept = table["ood_score"].to_numpy(), table["in_distribution"].to_numpy()
+    return {
+        "ood/true_ood": float(is_ood.sum()),
+        "ood/auroc": ood_auroc(scores[~is_ood], scores[is_ood]),
+        "ood/fpr95": fpr_at_tpr(scores[~is_ood], scores[is_ood], 0.95),
+        "ood/recall": float((~kept[is_ood]).mean()),
+        "ood/false_rejection": float((~kept[~is_ood]).mean()),
+        "pl/accepted_ood": float((table["accepted"].to_numpy() & is_ood).sum()),
+    }
 
 
 def training_targets(table: pd.DataFrame, classes: list[str], hard: bool) -> PseudoLabeled:
     """The student's unlabeled training set: every image that passed the OOD filter, with its target
-    (the teacher's soft label, or one-hot when `hard`) and weight (0 where the confidence was too low)."""
-    pool = table[table["in_distribution"]]
+    (the teacher's soft label, or one-hot when `hard`) and weight (0 where not accepted, so it only counts
+    in the entropy term). An image with `copies` > 1 (class-balanced duplication) appears that many times."""
+    in_distribution = table[table["in_distribution"]]
+    pool = in_distribution.loc[in_distribution.index.repeat(in_distribution["copies"].clip(lower=1))]
     if hard:
         targets = np.eye(len(classes))[
             pool["pseudo_label"].map({c: i for i, c in enumerate(classes)}).to_numpy()

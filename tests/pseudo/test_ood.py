@@ -1,7 +1,18 @@
 import numpy as np
 import pytest
 
-from pipeline.pseudo.ood import calibrate_ood_threshold, knn_distance
+from pipeline.pseudo.ood import (
+    calibrate_ood_threshold,
+    cross_fitted_scores,
+    energy_score,
+    fit_class_gaussians,
+    knn_distance,
+    linear_head_logits,
+    mahalanobis_score,
+    msp_score,
+    ood_scores,
+    stratified_folds,
+)
 
 
 def naive_knn_distance(x: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
@@ -37,3 +48,80 @@ def test_calibrated_threshold_keeps_the_asked_share():
     assert 0.95 <= (scores <= threshold).mean() <= 0.96  # at least the asked share is kept
     with pytest.raises(ValueError, match="in-distribution"):
         calibrate_ood_threshold(np.array([]), 0.95)
+
+
+def test_msp_and_energy_hand_computed():
+    logits = np.array([[2.0, 0.0], [0.0, 0.0]])
+    p = 1 / (1 + np.exp(-2.0))
+    assert msp_score(logits) == pytest.approx([-p, -0.5])
+    assert energy_score(logits) == pytest.approx([-np.log(np.exp(2) + 1), -np.log(2)])
+    assert energy_score(logits, temperature=2.0) == pytest.approx(
+        [-2 * np.log(np.exp(1) + 1), -2 * np.log(2)]
+    )
+    # energy keeps growing with the logits' scale where the MSP saturates at 1
+    big = np.array([[50.0, 0.0], [100.0, 0.0]])
+    assert msp_score(big)[0] == pytest.approx(msp_score(big)[1])
+    assert energy_score(big)[1] < energy_score(big)[0] - 40
+
+
+def test_mahalanobis_matches_naive_reference():
+    rng = np.random.default_rng(1)
+    x, labels = rng.normal(size=(12, 3)), np.array([0, 1, 2] * 4)
+    means, precision = fit_class_gaussians(x, labels, 3, shrinkage=0.3)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    naive_means = np.stack([xn[labels == c].mean(0) for c in range(3)])
+    resid = xn - naive_means[labels]
+    cov = resid.T @ resid / len(x)
+    shrunk = 0.7 * cov + 0.3 * np.trace(cov) / 3 * np.eye(3)
+    assert means == pytest.approx(naive_means)
+    assert precision == pytest.approx(np.linalg.inv(shrunk))
+    queries = rng.normal(size=(4, 3))
+    qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    naive = [min((q - m) @ np.linalg.inv(shrunk) @ (q - m) for m in naive_means) for q in qn]
+    assert mahalanobis_score(queries, means, precision) == pytest.approx(naive)
+
+
+def test_mahalanobis_ignores_a_class_without_samples():
+    x, labels = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), np.array([0, 0, 1])
+    means, precision = fit_class_gaussians(x, labels, 3, shrinkage=0.5)
+    assert np.isfinite(mahalanobis_score(x, means, precision)).all()
+
+
+def test_stratified_folds_spread_every_class():
+    labels = np.repeat(np.arange(5), 4)
+    fold = stratified_folds(labels, 4, seed=0)
+    for c in range(5):
+        assert sorted(fold[labels == c]) == [0, 1, 2, 3]
+    assert np.bincount(fold).tolist() == [5, 5, 5, 5]
+
+
+def test_cross_fitted_scores_never_score_a_sample_with_itself():
+    seen = []
+
+    def scorer(train_x, train_y, held_x):
+        overlap = set(map(tuple, train_x)) & set(map(tuple, held_x))
+        seen.append(len(overlap))
+        return held_x[:, 0]
+
+    x = np.arange(16, dtype=float).reshape(8, 2)
+    scores = cross_fitted_scores(x, np.array([0, 1] * 4), scorer, folds=4, seed=0)
+    assert seen == [0, 0, 0, 0]
+    assert scores.tolist() == x[:, 0].tolist()  # every sample scored exactly once, in its own place
+
+
+@pytest.mark.parametrize("method", ["msp", "energy", "mahalanobis", "knn"])
+def test_every_method_scores_far_images_higher_and_calibrates_on_held_out_images(method):
+    rng = np.random.default_rng(0)
+    centers = 3 * np.eye(4, 8)  # four classes on four axes of an 8-d space
+    labels = np.repeat(np.arange(4), 10)
+    labeled = centers[labels] + rng.normal(scale=0.3, size=(40, 8))
+    near = centers[rng.integers(0, 4, 200)] + rng.normal(scale=0.3, size=(200, 8))
+    far = rng.normal(scale=0.3, size=(200, 8))  # the noise without any class's signal
+    pool = np.concatenate([near, far])
+    logits = linear_head_logits(labeled, labels, pool, num_classes=4)
+    scores, held_out = ood_scores(method, logits, pool, labeled, labels, 4, k=1, shrinkage=0.5, folds=4,
+                                  seed=0)  # fmt: skip
+    assert held_out.shape == (40,)
+    threshold = calibrate_ood_threshold(held_out, 0.95)
+    kept_near, kept_far = (scores[:200] <= threshold).mean(), (scores[200:] <= threshold).mean()
+    assert kept_near > 0.8 and kept_far < kept_near - 0.3, (kept_near, kept_far)
