@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,8 +30,9 @@ from pathlib import Path
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, pipeline_stages, run_stages, scratch_teacher, stage_env  # noqa: E402
 
 from pipeline.checkpoint import load_encoder  # noqa: E402
 from pipeline.config import SSLMethod, load_params  # noqa: E402
@@ -40,9 +40,9 @@ from pipeline.data.demo import DEBIAN_IDX_DIR, load_fashion_mnist, split_indices
 from pipeline.data.store import load_prepared  # noqa: E402
 from pipeline.datasets import to_tensor  # noqa: E402
 from pipeline.metrics import knn_accuracy, linear_probe_accuracy  # noqa: E402
-from pipeline.models import Architecture, build_classifier, build_encoder  # noqa: E402
+from pipeline.models import Architecture, build_encoder  # noqa: E402
 from pipeline.ssl import encode  # noqa: E402
-from pipeline.train import fit_teacher, predict, seed_everything  # noqa: E402
+from pipeline.train import seed_everything  # noqa: E402
 
 
 def method_params(base: dict, method: str, epochs: int, rounds: int, out: Path) -> dict:
@@ -54,23 +54,6 @@ def method_params(base: dict, method: str, epochs: int, rounds: int, out: Path) 
     params["rounds"] = {f"r{k}": {"prev": f"r{k - 1}"} for k in range(1, rounds + 1)}
     params["mlflow"]["experiment"] = "ssl-benchmark"
     return params
-
-
-def run_stages(params_file: Path, rounds: int, env: dict[str, str]) -> dict[str, float]:
-    """Run pretrain, teacher, the rounds and evaluate with the real stage scripts; seconds per stage."""
-    stages = [["pretrain"], ["teacher"]]
-    for k in range(1, rounds + 1):
-        stages += [["pseudolabel", "--round", f"r{k}"], ["student", "--round", f"r{k}"]]
-    stages.append(["evaluate"])
-    seconds = {}
-    for stage, *args in stages:
-        start = time.perf_counter()
-        cmd = [sys.executable, str(ROOT / "stages" / f"{stage}.py"), "--params", str(params_file), *args]
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-        seconds["/".join([stage, *args[1:]])] = time.perf_counter() - start
-    return seconds
 
 
 def probe_sets(idx_dir: Path, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -108,19 +91,6 @@ def representation_scores(encoder, sets, store) -> dict[str, float]:
         x, y = sets[n]
         scores[f"probe_{n}"] = linear_probe_accuracy(features(encoder, x), y, test_f, sets["test"][1])
     return scores
-
-
-def scratch_teacher(params, store, steps: int, lr: float) -> float:
-    """Test accuracy of the teacher trained from random initialisation on the labeled images only."""
-    seed_everything(params.seed)
-    arch = Architecture(params.data.channels, params.model.width, params.model.depth, len(store.classes))
-    model = build_classifier(arch, store.stats["mean"], store.stats["std"])
-    cfg = params.teacher.model_copy(update={"encoder_lr_scale": 1.0, "steps": steps, "lr": lr})
-    fit_teacher(model, store.images, store.split("labeled"), cfg, params.data.image_size, params.seed,
-                log=lambda metrics, step: None)  # fmt: skip
-    test = store.split("test")
-    logits, _ = predict(model, store.images, test.index)
-    return float((logits.argmax(1) == test.labels).mean())
 
 
 def markdown(rows: list[dict], args: argparse.Namespace, command: str) -> str:
@@ -174,7 +144,6 @@ def main() -> None:
     params = load_params(ROOT / "params.yaml")
     store = load_prepared(ROOT / params.paths.prepared)
     sets = probe_sets(args.idx_dir, params.seed)
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(ROOT)}
 
     seed_everything(params.seed)
     random_encoder = build_encoder(Architecture(params.data.channels, params.model.width, params.model.depth),
@@ -192,7 +161,7 @@ def main() -> None:
         params_file.write_text(yaml.safe_dump(method_params(base, method, args.epochs, args.rounds, out)))
         start = time.perf_counter()
         seconds = run_stages(
-            params_file, args.rounds, {**env, "PIPELINE_ID": f"ssl-bench-{method}-{time.time()}"}
+            params_file, pipeline_stages(args.rounds), stage_env(f"ssl-bench-{method}-{time.time()}")
         )
         encoder, _ = load_encoder(out / "encoder" / "encoder.pt")
         evaluation = json.loads((out / "metrics" / "eval.json").read_text())

@@ -196,6 +196,7 @@ class OODConfig(Section):
 
 class PseudolabelConfig(Section):
     temperature: float = Field(gt=0, description="softmax temperature of teacher predictions")
+    tta: int = Field(ge=0, le=32, description="weakly augmented views averaged with the plain prediction")
     mode: Literal["threshold", "softmatch", "flexmatch", "freematch", "class_balanced"] = Field(
         description="how pseudo-labels are accepted and weighted (pipeline.pseudo.select)"
     )

@@ -18,6 +18,7 @@ from pipeline.data.store import Split
 from pipeline.datasets import Views, endless_loader, image_batches
 from pipeline.losses.semi import entropy_minimization, weighted_soft_cross_entropy
 from pipeline.models import Classifier
+from pipeline.pseudo.select import softmax
 from pipeline.schedules import linear_ramp, warmup_cosine
 
 LogFn = Callable[[dict[str, float], int], None]
@@ -183,3 +184,40 @@ def predict(
     if not logits:
         return np.zeros((0, model.arch.num_classes)), np.zeros((0, model.encoder.feature_dim))
     return torch.cat(logits).numpy(), torch.cat(features).numpy()
+
+
+@torch.no_grad()
+def augmented_logits(
+    model: Classifier,
+    images: np.ndarray,
+    index: np.ndarray,
+    transform: augment.A.Compose,
+    batch_size: int = 512,
+) -> np.ndarray:
+    """Logits (N, C) of store rows `index`, each image under one draw of `transform`, in order (eval mode)."""
+    model.eval()
+    loader = torch.utils.data.DataLoader(
+        Views(images, index, [transform]), batch_size=batch_size, num_workers=0
+    )
+    out = [model(views[0]) for views, _ in loader]
+    return torch.cat(out).numpy() if out else np.zeros((0, model.arch.num_classes))
+
+
+def tta_probabilities(
+    model: Classifier,
+    images: np.ndarray,
+    index: np.ndarray,
+    logits: np.ndarray,
+    temperature: float,
+    views: int,
+    image_size: int,
+    seed: int,
+    batch_size: int = 512,
+) -> np.ndarray:
+    """Test-time augmentation: softmax(logits / T) averaged over the plain images (`logits`) and `views`
+    weakly augmented draws (flip + shift, seeded), (N, C). views=0 is the plain softmax."""
+    probs = softmax(logits, temperature)
+    for view in range(views):
+        transform = augment.weak(image_size, seed + view)
+        probs = probs + softmax(augmented_logits(model, images, index, transform, batch_size), temperature)
+    return probs / (1 + views)

@@ -12,11 +12,11 @@ from pipeline.checkpoint import atomic_write, load_classifier, load_encoder
 from pipeline.data.store import load_prepared
 from pipeline.pseudo.ood import calibrate_ood_threshold, ood_scores
 from pipeline.pseudo.report import pseudo_label_stats, pseudo_label_table, read_analysis_labels
-from pipeline.pseudo.select import select_pseudo_labels, softmax
+from pipeline.pseudo.select import select_pseudo_labels
 from pipeline.ssl import encode
 from pipeline.stage import start
 from pipeline.tracking import stage_run
-from pipeline.train import predict, seed_everything
+from pipeline.train import predict, seed_everything, tta_probabilities
 
 
 def main() -> None:
@@ -30,7 +30,10 @@ def main() -> None:
 
     with stage_run(params, "pseudolabel", round_name, {"pseudolabel": cfg.model_dump(), "prev": prev}) as run:
         logits, features = predict(teacher, data.images, pool.index, cfg.batch_size)
-        probs = softmax(logits, cfg.temperature)
+        probs = tta_probabilities(
+            teacher, data.images, pool.index, logits, cfg.temperature, cfg.tta, params.data.image_size,
+            params.seed, cfg.batch_size,
+        )  # fmt: skip
         ood = cfg.ood
         if ood.method == "none":
             scores, threshold = np.zeros(len(pool.index)), float("inf")

@@ -1,0 +1,64 @@
+"""What the benchmark scripts share: running the real stage scripts on a params file, and the supervised-only
+reference (the pipeline's CNN trained from scratch on the labeled images alone)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.config import Params  # noqa: E402
+from pipeline.data.store import Prepared  # noqa: E402
+from pipeline.models import Architecture, build_classifier  # noqa: E402
+from pipeline.train import fit_teacher, predict, seed_everything  # noqa: E402
+
+
+def stage_env(pipeline_id: str) -> dict[str, str]:
+    """The stages' environment: the repo importable, no albumentations update check, one MLflow parent run."""
+    return {
+        **os.environ,
+        "NO_ALBUMENTATIONS_UPDATE": "1",
+        "PYTHONPATH": str(ROOT),
+        "PIPELINE_ID": pipeline_id,
+    }
+
+
+def run_stages(params_file: Path, stages: list[list[str]], env: dict[str, str]) -> dict[str, float]:
+    """Run stage scripts (["pretrain"], ["pseudolabel", "--round", "r1"], ...) in order; seconds per stage."""
+    seconds = {}
+    for stage, *args in stages:
+        start = time.perf_counter()
+        cmd = [sys.executable, str(ROOT / "stages" / f"{stage}.py"), "--params", str(params_file), *args]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        seconds["/".join([stage, *args[1:]])] = time.perf_counter() - start
+    return seconds
+
+
+def pipeline_stages(rounds: int, prepare: bool = False) -> list[list[str]]:
+    """[prepare,] pretrain, teacher, pseudolabel + student per round, evaluate."""
+    stages = [["prepare"]] if prepare else []
+    stages += [["pretrain"], ["teacher"]]
+    for k in range(1, rounds + 1):
+        stages += [["pseudolabel", "--round", f"r{k}"], ["student", "--round", f"r{k}"]]
+    return stages + [["evaluate"]]
+
+
+def scratch_teacher(params: Params, store: Prepared, steps: int, lr: float) -> float:
+    """Test accuracy of the CNN trained from random initialisation on the labeled images only: encoder and
+    head together, the teacher's weak augmentation, no SSL, no unlabeled images."""
+    seed_everything(params.seed)
+    arch = Architecture(params.data.channels, params.model.width, params.model.depth, len(store.classes))
+    model = build_classifier(arch, store.stats["mean"], store.stats["std"])
+    cfg = params.teacher.model_copy(update={"encoder_lr_scale": 1.0, "steps": steps, "lr": lr})
+    fit_teacher(model, store.images, store.split("labeled"), cfg, params.data.image_size, params.seed,
+                log=lambda metrics, step: None)  # fmt: skip
+    test = store.split("test")
+    logits, _ = predict(model, store.images, test.index)
+    return float((logits.argmax(1) == test.labels).mean())

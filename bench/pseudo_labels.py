@@ -1,0 +1,218 @@
+"""Benchmark the pseudo-label rounds on Fashion-MNIST; writes docs/pseudo_label_benchmark.md.
+
+Part `labels`: 4, 25 and 100 labels per class (40, 250, 1000 labels), seeds 0, 1, 2. Per setting: the
+supervised-only reference (the same CNN from scratch on the labels alone), the teacher and each round's
+student (test accuracy, mean ± std over seeds), the pseudo-label precision of each round, and wall time.
+
+Part `mismatch`: 6 labeled classes (t-shirt_top, trouser, pullover, dress, coat, sandal); a share 0, 0.5 or 1
+of the unlabeled pool from the other 4 classes; the OOD filter off and on (`--ood-methods`). Per setting: the
+teacher's and the last student's test accuracy on the 6 classes, pseudo-label precision, the share of accepted
+pseudo-labels that are OOD, the OOD score's AUROC and FPR@95, and wall time.
+
+Every setting runs in its own folder under --out: the demo export, then the real stage scripts from `prepare`
+to `evaluate`, with `params.yaml` of the repo except for the paths, the seed, the rounds and the OOD method.
+
+    python bench/pseudo_labels.py                                  # both parts
+    python bench/pseudo_labels.py --part labels --seeds 0          # one seed
+    python bench/pseudo_labels.py --quick --out bench_out/pl_quick --doc /tmp/pl.md   # smoke run, minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, pipeline_stages, run_stages, scratch_teacher, stage_env  # noqa: E402
+
+from pipeline.config import load_params  # noqa: E402
+from pipeline.data.demo import CLASSES, DEBIAN_IDX_DIR, export_demo  # noqa: E402
+from pipeline.data.store import load_prepared  # noqa: E402
+
+KNOWN = CLASSES[:6]
+QUICK = {  # a smoke run of the script itself, not a measurement
+    "pretrain": {"epochs": 1},
+    "teacher": {"steps": 30},
+    "student": {"steps": 30},
+}
+
+
+def setting_params(base: dict, out: Path, seed: int, rounds: int, ood: str, quick: bool) -> dict:
+    params = json.loads(json.dumps(base))
+    params["seed"] = seed
+    data = {"labeled": "data/labeled", "unlabeled": "data/unlabeled", "test": "data/test",
+            "analysis": "data/analysis.csv"}  # fmt: skip
+    for key in params["paths"]:
+        params["paths"][key] = str(out / data.get(key, key))
+    params["rounds"] = {f"r{k}": {"prev": f"r{k - 1}"} for k in range(1, rounds + 1)}
+    params["mlflow"]["experiment"] = "pseudo-label-benchmark"
+    params["pseudolabel"]["ood"]["method"] = ood
+    for section, values in QUICK.items() if quick else ():
+        params[section].update(values)
+    return params
+
+
+def run_setting(name: str, args, base: dict, seed: int, demo: dict, ood: str) -> dict:
+    """Export the data, run every stage, return the evaluation of each round plus the references."""
+    out = args.out / name
+    start = time.perf_counter()
+    export_demo(out / "data", args.idx_dir, seed=seed, force=True, n_test=args.test, **demo)
+    params_file = out / "params.yaml"
+    params_file.write_text(yaml.safe_dump(setting_params(base, out, seed, args.rounds, ood, args.quick)))
+    seconds = run_stages(params_file, pipeline_stages(args.rounds, prepare=True), stage_env(f"bench-{name}"))
+    params = load_params(params_file)
+    supervised = scratch_teacher(params, load_prepared(params.paths.prepared), args.scratch_steps, 0.1)
+    result = {
+        "name": name, "seed": seed, "ood": ood, **{k: v for k, v in demo.items() if k != "classes"},
+        "rounds": json.loads((out / "metrics" / "eval.json").read_text()), "supervised": supervised,
+        "seconds": time.perf_counter() - start, "stage_seconds": seconds,
+    }  # fmt: skip
+    print(f"{name}: supervised {supervised:.2%}, " + ", ".join(
+        f"{r} {m['test/accuracy']:.2%}" for r, m in result["rounds"].items()), flush=True)  # fmt: skip
+    return result
+
+
+def mean_std(values: list[float], percent: bool = True) -> str:
+    values = [v for v in values if v == v]  # drop NaN (a metric a round does not have)
+    if not values:
+        return "–"
+    scale, unit = (100, " %") if percent else (1, "")
+    if len(values) == 1:
+        return f"{scale * values[0]:.1f}{unit}"
+    return f"{scale * np.mean(values):.1f} ± {scale * np.std(values, ddof=1):.1f}{unit}"
+
+
+def labels_table(results: list[dict], rounds: int) -> list[str]:
+    lines = [
+        "| labels | model | test accuracy | pseudo-label precision | accepted | seeds | minutes per run |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for n in sorted({r["labels_per_class"] for r in results}):
+        runs = [r for r in results if r["labels_per_class"] == n]
+        minutes = mean_std([r["seconds"] / 60 for r in runs], percent=False)
+        lines.append(f"| {10 * n} | supervised only | {mean_std([r['supervised'] for r in runs])} | – | – | "
+                     f"{len(runs)} | |")  # fmt: skip
+        for k in range(rounds + 1):
+            metrics = [r["rounds"][f"r{k}"] for r in runs]
+            model = "teacher (r0)" if k == 0 else f"student r{k}"
+            acc = mean_std([m["test/accuracy"] for m in metrics])
+            precision = mean_std([m.get("pl/precision", float("nan")) for m in metrics])
+            accepted = mean_std([m.get("pl/accepted", float("nan")) for m in metrics], percent=False)
+            lines.append(f"| {10 * n} | {model} | {acc} | {precision} | {accepted} | {len(runs)} | "
+                         f"{minutes if k == rounds else ''} |")  # fmt: skip
+    return lines
+
+
+def mismatch_table(results: list[dict], rounds: int) -> list[str]:
+    lines = [
+        "| mismatch | OOD filter | teacher | last student | PL precision | accepted that are OOD "
+        "| OOD AUROC | FPR@95 | OOD rejected (recall) | minutes |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in sorted(results, key=lambda r: (r["mismatch"], r["ood"])):
+        first, last = r["rounds"]["r1"], r["rounds"][f"r{rounds}"]
+        accepted_ood = last.get("pl/accepted_ood", float("nan")) / max(1.0, last["pl/accepted"])
+        cells = [
+            f"{r['mismatch']:.0%}", r["ood"], mean_std([r["rounds"]["r0"]["test/accuracy"]]),
+            mean_std([last["test/accuracy"]]), mean_std([last.get("pl/precision", float("nan"))]),
+            mean_std([accepted_ood]), mean_std([first.get("ood/auroc", float("nan"))]),
+            mean_std([first.get("ood/fpr95", float("nan"))]),
+            mean_std([first.get("ood/recall", float("nan"))]),
+            f"{r['seconds'] / 60:.1f}",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(results: list[dict], args, command: str) -> str:
+    labels = [r for r in results if r["part"] == "labels"]
+    mismatch = [r for r in results if r["part"] == "mismatch"]
+    lines = [
+        "# Pseudo-label rounds: label counts and class mismatch",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'} ({os.cpu_count()} CPU "
+        f"cores, torch {torch.__version__}, no GPU) with:",
+        "",
+        f"    {command}",
+        "",
+        f"Fashion-MNIST, {args.unlabeled:,} unlabeled images, "
+        + ("all 10 000 test images" if args.test is None else f"{args.test:,} test images")
+        + f", {args.rounds} rounds, `params.yaml` of the commit otherwise. Supervised only: the same CNN "
+        f"from random initialisation on the labeled images alone ({args.scratch_steps} steps, weak "
+        "augmentation). Mean ± sample std over seeds; pseudo-label precision against the analysis labels.",
+    ]
+    if labels:
+        lines += ["", "## Label counts", "", *labels_table(labels, args.rounds)]
+    if mismatch:
+        lines += [
+            "", "## Class mismatch",
+            "",
+            f"{len(KNOWN)} labeled classes ({', '.join(KNOWN)}), {args.mismatch_labels} labels each; a share "
+            "of the unlabeled pool from the other 4 classes. Test accuracy on the 6 classes; OOD metrics of "
+            "round r1's filter against the analysis labels (an image of another class is OOD).",
+            "", *mismatch_table(mismatch, args.rounds),
+        ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--part", choices=["labels", "mismatch", "both"], default="both")
+    parser.add_argument("--labels-per-class", type=int, nargs="+", default=[4, 25, 100])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--mismatch", type=float, nargs="+", default=[0.0, 0.5, 1.0])
+    parser.add_argument(
+        "--mismatch-labels", type=int, default=4, help="labels per class in the mismatch part"
+    )
+    parser.add_argument("--ood-methods", nargs="+", default=["none", "knn"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--unlabeled", type=int, default=20_000)
+    parser.add_argument("--test", type=int, default=None, help="test images (default: all)")
+    parser.add_argument("--scratch-steps", type=int, default=1500)
+    parser.add_argument(
+        "--quick", action="store_true", help="short schedules: checks the script, measures nothing"
+    )
+    parser.add_argument("--idx-dir", type=Path, default=DEBIAN_IDX_DIR)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench_out" / "pseudo_labels")
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "pseudo_label_benchmark.md")
+    args = parser.parse_args()
+    command = "python bench/pseudo_labels.py " + " ".join(sys.argv[1:])
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    ood_default = base["pseudolabel"]["ood"]["method"]
+
+    settings = []
+    if args.part in ("labels", "both"):
+        for n in args.labels_per_class:
+            for seed in args.seeds:
+                demo = {"labels_per_class": n, "n_unlabeled": args.unlabeled, "mismatch": 0.0}
+                settings.append(("labels", f"labels{10 * n}-seed{seed}", seed, demo, ood_default))
+    if args.part in ("mismatch", "both"):
+        for share in args.mismatch:
+            for ood in args.ood_methods:
+                demo = {"labels_per_class": args.mismatch_labels, "n_unlabeled": args.unlabeled,
+                        "classes": KNOWN, "mismatch": share}  # fmt: skip
+                settings.append(("mismatch", f"mismatch{round(100 * share)}-{ood}", args.seeds[0], demo, ood))
+
+    results = []
+    for part, name, seed, demo, ood in settings:
+        results.append({"part": part, **run_setting(name, args, base, seed, demo, ood)})
+        (args.out / "results.json").write_text(json.dumps(results, indent=1))
+        args.doc.parent.mkdir(parents=True, exist_ok=True)
+        args.doc.write_text(markdown(results, args, command))
+    print(markdown(results, args, command))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+import torch
+
+from pipeline.models import Architecture, build_classifier
+from pipeline.pseudo.select import softmax
+from pipeline.train import predict, tta_probabilities
+
+
+@pytest.fixture
+def model_and_images():
+    torch.manual_seed(0)
+    model = build_classifier(Architecture(channels=1, width=4, depth=1, num_classes=3))
+    images = np.random.default_rng(0).integers(0, 256, (6, 28, 28, 1), dtype=np.uint8)
+    return model, images, np.arange(6)
+
+
+def test_tta_without_views_is_the_plain_softmax(model_and_images):
+    model, images, index = model_and_images
+    logits, _ = predict(model, images, index)
+    probs = tta_probabilities(model, images, index, logits, 0.5, views=0, image_size=28, seed=0)
+    assert np.array_equal(probs, softmax(logits, 0.5))
+
+
+def test_tta_averages_augmented_views_repeatably(model_and_images):
+    model, images, index = model_and_images
+    logits, _ = predict(model, images, index)
+    probs = tta_probabilities(model, images, index, logits, 1.0, views=3, image_size=28, seed=0)
+    assert probs.sum(axis=1) == pytest.approx(np.ones(6))
+    assert not np.allclose(probs, softmax(logits))  # the shifted views moved the prediction
+    again = tta_probabilities(model, images, index, logits, 1.0, views=3, image_size=28, seed=0)
+    assert np.array_equal(probs, again)
