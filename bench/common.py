@@ -11,6 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+NOTES_MARK = "<!-- notes: written by hand, kept when the benchmark rewrites the table above -->"
 
 from pipeline.config import Params  # noqa: E402
 from pipeline.data.store import Prepared  # noqa: E402
@@ -62,3 +63,12 @@ def scratch_teacher(params: Params, store: Prepared, steps: int, lr: float) -> f
     test = store.split("test")
     logits, _ = predict(model, store.images, test.index)
     return float((logits.argmax(1) == test.labels).mean())
+
+
+def write_doc(path: Path, generated: str) -> None:
+    """Write the measured part of a benchmark doc, keeping the hand-written notes below NOTES_MARK."""
+    notes = ""
+    if path.is_file() and NOTES_MARK in (old := path.read_text()):
+        notes = old.split(NOTES_MARK, 1)[1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(generated.rstrip("\n") + "\n\n" + NOTES_MARK + (notes or "\n"))

@@ -33,7 +33,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, pipeline_stages, run_stages, scratch_teacher, stage_env  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    pipeline_stages,
+    run_stages,
+    scratch_teacher,
+    stage_env,
+    write_doc,
+)
 
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data.demo import CLASSES, DEBIAN_IDX_DIR, export_demo  # noqa: E402
@@ -209,8 +216,7 @@ def main() -> None:
     for part, name, seed, demo, ood in settings:
         results.append({"part": part, **run_setting(name, args, base, seed, demo, ood)})
         (args.out / "results.json").write_text(json.dumps(results, indent=1))
-        args.doc.parent.mkdir(parents=True, exist_ok=True)
-        args.doc.write_text(markdown(results, args, command))
+        write_doc(args.doc, markdown(results, args, command))
     print(markdown(results, args, command))
 
 

@@ -32,7 +32,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, pipeline_stages, run_stages, scratch_teacher, stage_env  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    pipeline_stages,
+    run_stages,
+    scratch_teacher,
+    stage_env,
+    write_doc,
+)
 
 from pipeline.checkpoint import load_encoder  # noqa: E402
 from pipeline.config import SSLMethod, load_params  # noqa: E402
@@ -173,7 +180,7 @@ def main() -> None:
         })  # fmt: skip
         print(rows[-1], flush=True)
         (args.out / "results.json").write_text(json.dumps(rows, indent=1))
-        args.doc.write_text(markdown(rows, args, command))
+        write_doc(args.doc, markdown(rows, args, command))
     print(markdown(rows, args, command))
 
 

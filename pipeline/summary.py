@@ -40,10 +40,11 @@ def summary_rows(
     return [
         {
             "round": name,
+            "step": step,
             "model": "teacher" if step == 0 else "student",
             **results[name],
             "run_id": run_ids.get(name, ""),
-        }  # fmt: skip
+        }
         for step, name in enumerate(round_order)
         if name in results
     ]

@@ -8,7 +8,7 @@ from pipeline.checkpoint import load_classifier, write_json
 from pipeline.data.store import load_prepared
 from pipeline.pseudo.report import pseudo_label_stats, read_analysis_labels
 from pipeline.stage import start
-from pipeline.summary import rounds_curve, test_metrics
+from pipeline.summary import rounds_curve, summary_rows, test_metrics
 from pipeline.tracking import stage_run
 from pipeline.train import predict, seed_everything
 
@@ -20,10 +20,10 @@ def main() -> None:
     data = load_prepared(paths.prepared)
     test = data.split("test")
     truth = read_analysis_labels(paths.analysis)
-    rows, results = [], {}
+    order, results = params.round_order(), {}
 
     with stage_run(params, "evaluate", logged={"evaluate": params.evaluate.model_dump()}) as run:
-        for step, round_name in enumerate(params.round_order()):
+        for step, round_name in enumerate(order):
             model, _ = load_classifier(Path(paths.rounds) / round_name / "model.pt")
             logits, _ = predict(model, data.images, test.index)
             metrics, confusion = test_metrics(logits, test.labels, params.evaluate.ece_bins)
@@ -32,21 +32,20 @@ def main() -> None:
                 metrics.update(pseudo_label_stats(pd.read_parquet(table_path), data.classes, truth))
             run.log(metrics, step)
             results[round_name] = metrics
-            rows.append(
-                {"round": round_name, "step": step, "model": "teacher" if step == 0 else "student", **metrics}
-            )
             run.log_frame(
                 pd.DataFrame(confusion, index=data.classes, columns=data.classes),
                 f"confusion/{round_name}.csv",
             )
-        first, last = rows[0]["test/accuracy"], rows[-1]["test/accuracy"]
+        first, last = results[order[0]]["test/accuracy"], results[order[-1]]["test/accuracy"]
         run.log({"eval/final_accuracy": last, "eval/gain_over_teacher": last - first}, 0)
 
     write_json(Path(paths.metrics) / "eval.json", results)
     Path(paths.plots).mkdir(parents=True, exist_ok=True)
-    rounds_curve(rows).to_csv(Path(paths.plots) / "rounds.csv", index=False)
+    rounds_curve(summary_rows(results, order, run_ids={})).to_csv(
+        Path(paths.plots) / "rounds.csv", index=False
+    )
     print(
-        f"evaluate: {rows[-1]['round']} test accuracy {last:.2%} ({last - first:+.2%} over the teacher); "
+        f"evaluate: {order[-1]} test accuracy {last:.2%} ({last - first:+.2%} over the teacher); "
         "the rounds table: python -m pipeline summary"
     )
 
