@@ -48,7 +48,6 @@ from pipeline.data.store import load_prepared  # noqa: E402
 from pipeline.datasets import to_tensor  # noqa: E402
 from pipeline.metrics import knn_accuracy, linear_probe_accuracy  # noqa: E402
 from pipeline.models import Architecture, build_encoder  # noqa: E402
-from pipeline.ssl import encode  # noqa: E402
 from pipeline.train import seed_everything  # noqa: E402
 
 
@@ -83,20 +82,26 @@ def features(encoder, images: torch.Tensor, batch: int = 1000) -> torch.Tensor:
     return torch.cat([encoder(images[i : i + batch]) for i in range(0, len(images), batch)])
 
 
-def representation_scores(encoder, sets, store) -> dict[str, float]:
-    test_f = features(encoder, sets["test"][0])
-    labeled = store.split("labeled")
-    knn = knn_accuracy(
-        encode(encoder, store.images, labeled.index),
-        torch.as_tensor(labeled.labels),
-        test_f,
-        sets["test"][1],
-        k=20,
-    )
-    scores = {"knn": knn}
+def check_demo_labeled(store, sets) -> None:
+    """The 40 probe images must be the demo's labeled images, or kNN and probe-40 measure something else."""
+    demo = {bytes(store.images[i]) for i in store.split("labeled").index}
+    probe = {bytes((x * 255).round().to(torch.uint8).numpy()) for x in sets["40"][0]}
+    assert demo == probe, "the prepared store's labeled images are not the demo's 40 (seed or data changed?)"
+
+
+def representation_scores(encoder, sets) -> dict[str, float]:
+    """kNN (k=20) and linear-probe accuracy on the test set, all labels in Fashion-MNIST's own numbering.
+
+    The 40 images of sets["40"] are the demo's labeled images (the same seeded split); their labels come
+    from the IDX files, not from the store, whose class numbers follow the folder names.
+    """
+    test_x, test_y = sets["test"]
+    test_f = features(encoder, test_x)
+    train_f = features(encoder, sets["40"][0])
+    scores = {"knn": knn_accuracy(train_f, sets["40"][1], test_f, test_y, k=20)}
     for n in ("40", "1000"):
         x, y = sets[n]
-        scores[f"probe_{n}"] = linear_probe_accuracy(features(encoder, x), y, test_f, sets["test"][1])
+        scores[f"probe_{n}"] = linear_probe_accuracy(features(encoder, x), y, test_f, test_y)
     return scores
 
 
@@ -151,11 +156,12 @@ def main() -> None:
     params = load_params(ROOT / "params.yaml")
     store = load_prepared(ROOT / params.paths.prepared)
     sets = probe_sets(args.idx_dir, params.seed)
+    check_demo_labeled(store, sets)
 
     seed_everything(params.seed)
     random_encoder = build_encoder(Architecture(params.data.channels, params.model.width, params.model.depth),
                                    store.stats["mean"], store.stats["std"])  # fmt: skip
-    rows = [{"method": "none (random encoder)", **representation_scores(random_encoder, sets, store)}]
+    rows = [{"method": "none (random encoder)", **representation_scores(random_encoder, sets)}]
     print(rows[-1], flush=True)
     start = time.perf_counter()
     scratch = scratch_teacher(params, store, args.scratch_steps, args.scratch_lr)
@@ -174,7 +180,7 @@ def main() -> None:
         evaluation = json.loads((out / "metrics" / "eval.json").read_text())
         last = f"r{args.rounds}"
         rows.append({
-            "method": method, **representation_scores(encoder, sets, store),
+            "method": method, **representation_scores(encoder, sets),
             "teacher": evaluation["r0"]["test/accuracy"], "final": evaluation[last]["test/accuracy"],
             "pretrain_s": seconds["pretrain"], "total_s": time.perf_counter() - start,
         })  # fmt: skip

@@ -129,6 +129,8 @@ def linear_probe_accuracy(
     """Test accuracy of a softmax classifier trained on frozen, standardized features (full-batch Adam)."""
     mean, std = train_features.mean(0), train_features.std(0).clamp_min(1e-6)
     x_train, x_test = (train_features - mean) / std, (test_features - mean) / std
-    probe = fit_linear_head(x_train, train_labels, int(train_labels.max()) + 1, steps, lr, weight_decay)
+    generator = torch.Generator().manual_seed(0)  # the same probe whatever ran before it
+    num_classes = int(train_labels.max()) + 1
+    probe = fit_linear_head(x_train, train_labels, num_classes, steps, lr, weight_decay, generator)
     with torch.no_grad():
         return float((probe(x_test).argmax(1) == test_labels).float().mean())
