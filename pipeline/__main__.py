@@ -1,10 +1,12 @@
-"""Command line: `python -m pipeline demo-data ...` and `python -m pipeline summary`."""
+"""Command line: `python -m pipeline demo-data | add-unlabeled | summary`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pipeline.data.demo import DEBIAN_IDX_DIR, export_demo
@@ -26,10 +28,19 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--far-ood", type=int, default=0, help="rendered digit images added to unlabeled")
     summary = sub.add_parser("summary", help="print the rounds table of the last `dvc repro`")
     summary.add_argument("--params", type=Path, default=Path("params.yaml"))
+    add = sub.add_parser("add-unlabeled", help="validate, de-duplicate and copy new images, then dvc add")
+    add.add_argument("sources", nargs="+", type=Path, help="image files or folders (any nesting)")
+    add.add_argument("--params", type=Path, default=Path("params.yaml"))
+    add.add_argument(
+        "--into", default=None, help="folder under the unlabeled one (default: added-<UTC time>)"
+    )
+    add.add_argument("--no-dvc", action="store_true", help="copy only; do not run `dvc add`")
     args = parser.parse_args(argv)
 
     if args.command == "summary":
         print_summary(args.params)
+    if args.command == "add-unlabeled":
+        add_unlabeled_command(args.sources, args.params, args.into, not args.no_dvc)
 
     if args.command == "demo-data":
         try:
@@ -66,6 +77,33 @@ def print_summary(params_file: Path) -> None:
     results = json.loads(eval_file.read_text())
     run_ids = latest_round_runs(params.mlflow.experiment)
     print_table(rounds_table(summary_rows(results, params.round_order(), run_ids)))
+
+
+def add_unlabeled_command(sources: list[Path], params_file: Path, into: str | None, dvc: bool) -> None:
+    """Copy the new images among `sources` into paths.unlabeled and track the folder with `dvc add`."""
+    from pipeline.config import ConfigError, load_params
+    from pipeline.data.add import add_unlabeled, known_hashes
+
+    try:
+        paths = load_params(params_file).paths
+        unlabeled = Path(paths.unlabeled)
+        known = known_hashes([Path(paths.labeled), unlabeled, Path(paths.test)])
+        into = into or time.strftime("added-%Y%m%d-%H%M%S", time.gmtime())
+        report = add_unlabeled(sources, unlabeled, known, into)
+    except (ConfigError, FileNotFoundError, FileExistsError) as err:
+        sys.exit(f"error: {err}")
+    for path, why in report.duplicates:
+        print(f"  duplicate  {path}: {why}")
+    for path, why in report.invalid:
+        print(f"  invalid    {path}: {why}")
+    print(
+        f"add-unlabeled: {len(report.copied)} copied to {unlabeled / into}, "
+        f"{len(report.duplicates)} duplicates, {len(report.invalid)} invalid, "
+        f"{len(report.hidden)} hidden files ignored"
+    )
+    if report.copied and dvc:
+        subprocess.run(["dvc", "add", "-q", str(unlabeled)], check=True)
+        print(f"tracked with dvc add; next: git add {unlabeled}.dvc && git commit, then dvc repro")
 
 
 if __name__ == "__main__":
