@@ -7,20 +7,25 @@ from rich import print
 from pipeline.checkpoint import write_json
 from pipeline.data.prepare import prepare
 from pipeline.stage import start
-from pipeline.tracking import stage_run
+from pipeline.tracking import dvc_data_hash, stage_run
 
 
 def main() -> None:
     params, _ = start(__doc__)
     paths = params.paths
     roots = {"labeled": Path(paths.labeled), "unlabeled": Path(paths.unlabeled), "test": Path(paths.test)}
+    versions = {split: dvc_data_hash(folder) for split, folder in roots.items()}
     with stage_run(params, "prepare", logged={"data": params.data.model_dump()}) as run:
-        manifest, counts = prepare(roots, Path(paths.prepared), params.data.image_size, params.data.channels)
-        run.log(counts, 0)
-        write_json(Path(paths.metrics) / "prepare.json", counts)
+        result = prepare(
+            roots, Path(paths.prepared), params.data.image_size, params.data.channels, True, versions
+        )
+        run.log({**result.counts, "prepare/decoded": result.decoded, "prepare/reused": result.reused}, 0)
+        write_json(Path(paths.metrics) / "prepare.json", result.counts)
+    manifest = result.manifest
     problems = manifest[manifest["status"] != "ok"]
     print(
-        f"prepare: {len(manifest) - len(problems)} images stored, {len(problems)} excluded "
+        f"prepare: {len(manifest) - len(problems)} images stored ({result.decoded} decoded, "
+        f"{result.reused} unchanged from the last run), {len(problems)} excluded "
         f"({problems['status'].value_counts().to_dict()})"
     )
     for row in problems.head(10).itertuples():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.data.prepare import decode_image, scan_folder
+from pipeline.data.prepare import decode_error_reason, decode_image, scan_folder
 
 
 @dataclass
@@ -68,7 +68,7 @@ def add_unlabeled(sources: list[Path], unlabeled: Path, known: set[str], into: s
         try:
             decode_image(raw, image_size=8, channels=1)  # decodability only; prepare decodes for real
         except Exception as err:  # noqa: BLE001 - any decoder failure is a per-file rejection
-            report.invalid.append((str(path), f"cannot decode: {type(err).__name__}: {err}"[:300]))
+            report.invalid.append((str(path), decode_error_reason(err)))
             continue
         seen.add(digest)
         (target / rel).parent.mkdir(parents=True, exist_ok=True)

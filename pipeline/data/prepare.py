@@ -5,17 +5,25 @@ Manifest columns (one row per file found):
     sha256    content hash of the file bytes            label    class name ('' for unlabeled)
     width, height, mode   of the original image         status   ok | error | duplicate | leak | hidden
     reason    why a row is not used ('' when ok)        index    row in images.npy, -1 when not stored
+    first_version   data version (DVC hash of the split folder) in which these bytes first appeared
 
 Rules: a file that cannot be decoded is listed with the reason and skipped; an unlabeled file whose bytes
 repeat an earlier unlabeled or labeled file counts once; a labeled or unlabeled file whose bytes also appear
 in test is excluded from training (leakage). Nothing under the data folders is ever modified.
+
+Incremental: the previous store in the output folder is a decode cache keyed by content hash. Files whose
+bytes it holds are not decoded again (renamed and moved files included); removed files simply drop out. The
+cache is used only when it was made by the same decoder code at the same size and mode, so the new store is
+exactly what a prepare from scratch would write.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +44,7 @@ MANIFEST_COLUMNS = [
     "status",
     "reason",
     "index",
+    "first_version",
 ]
 # Refuse decompression bombs: far above any training image, far below what would exhaust memory.
 Image.MAX_IMAGE_PIXELS = 64_000_000
@@ -91,14 +100,72 @@ def decode_image(raw: bytes, image_size: int, channels: int) -> tuple[np.ndarray
     return pixels, size, mode
 
 
-def prepare(
-    roots: dict[str, Path], out_dir: Path, image_size: int, channels: int, progress: bool = True
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Scan the three split folders, decode every image once, and write the store under `out_dir`.
+def decode_error_reason(err: Exception) -> str:
+    """The reason for the manifest, the same in every run: PIL's messages name a buffer by its address."""
+    message = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "<bytes>", str(err))
+    return f"cannot decode: {type(err).__name__}: {message}"[:300]
 
-    Writes manifest.parquet, images.npy (N, H, W, C) uint8, classes.json (from labeled/ folder names) and
-    stats.json (per-channel mean and std of the training images, in [0, 1], which the models normalize with).
-    Returns the manifest and counts for the metrics file.
+
+def decoder_id(image_size: int, channels: int) -> str:
+    """What stored pixels were made with: the decoder's source code, the size and the channels."""
+    source = inspect.getsource(decode_image)
+    return hashlib.sha256(f"{source}|{image_size}|{channels}".encode()).hexdigest()[:16]
+
+
+class DecodeCache:
+    """The previous store in `out_dir` by content hash: pixels (if made by `decoder`), first versions."""
+
+    def __init__(self, out_dir: Path, decoder: str):
+        self.rows: dict[str, tuple[int, int, int, str]] = {}  # sha256 -> (index, width, height, mode)
+        self.first_version: dict[str, str] = {}
+        self.images: np.ndarray | None = None
+        try:
+            manifest = pd.read_parquet(out_dir / "manifest.parquet")
+            same_decoder = json.loads((out_dir / "decoder.json").read_text())["decoder"] == decoder
+            images = np.load(out_dir / "images.npy", mmap_mode="r")
+        except (OSError, ValueError, KeyError):
+            return  # no previous store (or an unreadable one): decode everything
+        if "first_version" in manifest:
+            known = manifest[manifest["sha256"] != ""]
+            self.first_version = dict(zip(known["sha256"], known["first_version"], strict=True))
+        if same_decoder:
+            stored = manifest[manifest["index"] >= 0].drop_duplicates("sha256")
+            self.rows = {
+                r.sha256: (int(r.index), int(r.width), int(r.height), str(r.mode))
+                for r in stored.itertuples()
+            }
+            self.images = images
+
+    def get(self, sha256: str) -> tuple[np.ndarray, tuple[int, int], str] | None:
+        row = self.rows.get(sha256)
+        if row is None or self.images is None:
+            return None
+        index, width, height, mode = row
+        return np.array(self.images[index]), (width, height), mode
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    manifest: pd.DataFrame
+    counts: dict[str, int]  # for the metrics file: the same whatever was cached
+    decoded: int  # images decoded in this run
+    reused: int  # images taken from the previous store
+
+
+def prepare(
+    roots: dict[str, Path],
+    out_dir: Path,
+    image_size: int,
+    channels: int,
+    progress: bool = True,
+    versions: dict[str, str] | None = None,
+) -> PrepareResult:
+    """Scan the three split folders, decode every new image once, and write the store under `out_dir`.
+
+    Writes manifest.parquet, images.npy (N, H, W, C) uint8, classes.json (from labeled/ folder names),
+    stats.json (per-channel mean and std of the training images, in [0, 1], which the models normalize with)
+    and decoder.json. `versions` ({split: DVC hash of its folder}) fills `first_version` for bytes the
+    previous store did not know.
     """
     files = [f for split in SPLITS for f in scan_folder(roots[split], split)]
     classes = sorted({f.label for f in files if f.split == "labeled" and f.label})
@@ -109,7 +176,9 @@ def prepare(
     if unknown:
         raise ValueError(f"test classes not in labeled: {unknown} (labeled has {classes})")
 
-    rows, pixels = [], []
+    decoder = decoder_id(image_size, channels)
+    cache, versions = DecodeCache(out_dir, decoder), versions or {}
+    rows, pixels, decoded = [], [], 0
     for f in tqdm(files, desc="prepare", unit="img", disable=not progress, mininterval=1.0):
         row = {
             "split": f.split,
@@ -122,6 +191,7 @@ def prepare(
             "status": "ok",
             "reason": "",
             "index": -1,
+            "first_version": "",
         }
         rows.append(row)
         if Path(f.path).name.startswith("."):
@@ -135,12 +205,18 @@ def prepare(
         except OSError as err:
             row.update(status="error", reason=f"unreadable: {err.strerror or err}")
             continue
-        row["sha256"] = hashlib.sha256(raw).hexdigest()
-        try:
-            px, (w, h), mode = decode_image(raw, image_size, channels)
-        except Exception as err:  # noqa: BLE001 - any decoder failure is a per-file error, not a crash
-            row.update(status="error", reason=f"cannot decode: {type(err).__name__}: {err}"[:300])
-            continue
+        digest = hashlib.sha256(raw).hexdigest()
+        row.update(sha256=digest, first_version=cache.first_version.get(digest, versions.get(f.split, "")))
+        cached = cache.get(digest)
+        if cached is not None:
+            px, (w, h), mode = cached
+        else:
+            try:
+                px, (w, h), mode = decode_image(raw, image_size, channels)
+            except Exception as err:  # noqa: BLE001 - any decoder failure is a per-file error, not a crash
+                row.update(status="error", reason=decode_error_reason(err))
+                continue
+            decoded += 1
         row.update(width=w, height=h, mode=mode)
         pixels.append(px)
         row["index"] = len(pixels) - 1
@@ -148,17 +224,18 @@ def prepare(
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     _mark_duplicates_and_leaks(manifest)
     out_dir.mkdir(parents=True, exist_ok=True)
+    del cache  # release the previous store's memory map before it is replaced
+    tmp = out_dir / "images.npy.tmp"
     store = np.lib.format.open_memmap(
-        out_dir / "images.npy",
-        mode="w+",
-        dtype=np.uint8,
-        shape=(len(pixels), image_size, image_size, channels),
+        tmp, mode="w+", dtype=np.uint8, shape=(len(pixels), image_size, image_size, channels)
     )
     if pixels:
         store[:] = np.stack(pixels)
     store.flush()
     del store
+    os.replace(tmp, out_dir / "images.npy")  # a new file: never writes into a (possibly linked) old one
     manifest.to_parquet(out_dir / "manifest.parquet", index=False)
+    (out_dir / "decoder.json").write_text(json.dumps({"decoder": decoder}) + "\n")
     (out_dir / "classes.json").write_text(json.dumps(classes, indent=1) + "\n")
     (out_dir / "stats.json").write_text(json.dumps(channel_stats(manifest, pixels), indent=1) + "\n")
 
@@ -168,7 +245,7 @@ def prepare(
     for status, n in manifest["status"].value_counts().items():
         counts[f"status_{status}"] = int(n)
     counts["classes"] = len(classes)
-    return manifest, counts
+    return PrepareResult(manifest, counts, decoded=decoded, reused=len(pixels) - decoded)
 
 
 def channel_stats(manifest: pd.DataFrame, pixels: list[np.ndarray]) -> dict[str, list[float]]:

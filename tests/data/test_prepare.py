@@ -25,13 +25,13 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 def test_prepare_fixture_lists_corrupt_duplicate_and_hidden_files(fixture_data, tmp_path):
     before = tree_digest(fixture_data)
-    manifest, counts = prepare(
-        roots(fixture_data), tmp_path / "prepared", image_size=28, channels=1, progress=False
-    )
+    result = prepare(roots(fixture_data), tmp_path / "prepared", image_size=28, channels=1, progress=False)
+    manifest, counts = result.manifest, result.counts
 
     by_path = manifest.set_index(["split", "path"])
     broken = by_path.loc[("unlabeled", "shard_000/broken.png")]
     assert broken["status"] == "error" and "cannot decode" in broken["reason"] and broken["index"] == -1
+    assert "0x" not in broken["reason"]  # no memory address: the manifest is the same in every run
     copy = by_path.loc[("unlabeled", "shard_000/copy_of_first.png")]
     pair = manifest[manifest["sha256"] == copy["sha256"]]
     assert sorted(pair["status"]) == ["duplicate", "ok"]  # counted once; the first in path order is kept
@@ -68,7 +68,9 @@ def test_leak_into_test_is_excluded_and_colour_images_are_converted(fixture_data
     rgba.save(buf, format="PNG")
     (fixture_data / "unlabeled" / "big_colour.png").write_bytes(buf.getvalue())
 
-    manifest, _ = prepare(roots(fixture_data), tmp_path / "p", image_size=28, channels=3, progress=False)
+    manifest = prepare(
+        roots(fixture_data), tmp_path / "p", image_size=28, channels=3, progress=False
+    ).manifest
     rows = manifest.set_index("path")
     assert rows.loc["leaked.png", "status"] == "leak"
     colour = rows.loc["big_colour.png"]
@@ -80,3 +82,28 @@ def test_leak_into_test_is_excluded_and_colour_images_are_converted(fixture_data
     store = load_prepared(tmp_path / "p")
     assert store.images.shape[1:] == (28, 28, 3)
     assert isinstance(pd.read_parquet(tmp_path / "p/manifest.parquet"), pd.DataFrame)
+
+
+def test_incremental_prepare_decodes_only_new_bytes_and_equals_a_fresh_prepare(fixture_data, tmp_path):
+    out, v1 = tmp_path / "prepared", dict.fromkeys(("labeled", "unlabeled", "test"), "v1")
+    first = prepare(roots(fixture_data), out, image_size=28, channels=1, progress=False, versions=v1)
+    assert first.reused == 0 and first.decoded == (first.manifest["index"] >= 0).sum() == 331
+
+    shard = fixture_data / "unlabeled" / "shard_000"
+    Image.fromarray(np.arange(784, dtype=np.uint8).reshape(28, 28)).save(shard / "new.png")
+    (shard / "train_00881.png").unlink()
+    (shard / "train_00960.png").rename(fixture_data / "unlabeled" / "moved.png")
+    v2 = {**v1, "unlabeled": "v2"}
+    second = prepare(roots(fixture_data), out, image_size=28, channels=1, progress=False, versions=v2)
+    assert second.decoded == 1 and second.reused == 330  # only new.png; the corrupt file fails again
+
+    fresh = prepare(roots(fixture_data), tmp_path / "fresh", image_size=28, channels=1, progress=False)
+    assert np.array_equal(load_prepared(out).images, load_prepared(tmp_path / "fresh").images)
+    columns = [c for c in second.manifest.columns if c != "first_version"]
+    pd.testing.assert_frame_equal(second.manifest[columns], fresh.manifest[columns])
+    first_version = second.manifest.set_index("path")["first_version"]
+    assert first_version["shard_000/new.png"] == "v2" and first_version["moved.png"] == "v1"
+    assert "shard_000/train_00881.png" not in first_version
+
+    other_size = prepare(roots(fixture_data), out, image_size=16, channels=1, progress=False)
+    assert other_size.reused == 0  # pixels made at another size are never reused
