@@ -7,9 +7,13 @@ IDX_DIR := /usr/share/datasets/fashion-mnist
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: demo test test-fast install fashion-mnist data repro lint format mlflow-ui clean-outputs
+# A local DVC remote beside the repository (outside it), for `dvc push` / `dvc pull`; override with DVC_REMOTE=...
+DVC_REMOTE ?= $(abspath $(CURDIR)/..)/$(notdir $(CURDIR))-dvc-remote
 
-demo: install data repro  ## install, make the Fashion-MNIST demo data, run the whole pipeline
+.PHONY: demo test test-fast install fashion-mnist data remote repro lint format mlflow-ui clean-outputs
+
+demo: install data remote repro  ## install, make the Fashion-MNIST demo data, run the whole pipeline, dvc push
+	dvc push -q
 
 test: install  ## the whole test suite, the end-to-end `dvc repro` on the fixture included
 	$(PY) -m pytest -q
@@ -33,6 +37,11 @@ fashion-mnist:  ## Debian's dataset-fashion-mnist package, when the IDX files ar
 data: install fashion-mnist  ## data/{labeled,unlabeled,test} + analysis.csv, tracked with dvc add
 	@if [ ! -d data/labeled ]; then $(PY) -m pipeline demo-data --out data --idx-dir $(IDX_DIR); fi
 	dvc add -q data/labeled data/unlabeled data/test data/analysis.csv
+
+remote: install  ## the local remote in .dvc/config.local (not committed), unless one is set already
+	@if ! dvc remote default >/dev/null 2>&1; then \
+	  mkdir -p "$(DVC_REMOTE)" && dvc remote add --local -d demo "$(DVC_REMOTE)" && \
+	  echo "DVC remote 'demo': $(DVC_REMOTE)"; fi
 
 repro: install  ## dvc repro, then the rounds table (also when DVC found nothing to rerun)
 	dvc repro
