@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "data"
@@ -162,3 +164,61 @@ def test_rerun_gives_identical_outputs(repo):
     lock_after = yaml.safe_load((path / "dvc.lock").read_text())["stages"]
     for stage in ("student@r1", "pseudolabel@r2"):
         assert lock_after[stage]["outs"] == lock_before[stage]["outs"], f"{stage} output changed on rerun"
+
+
+def test_new_unlabeled_data_reruns_from_prepare_and_checkout_restores_the_first_state(repo, tmp_path):
+    """Issue 5's flow. Runs last in this module: it changes the repository the tests above read."""
+    path, env = repo
+    with (path / ".gitignore").open("a") as ignore:
+        ignore.write("mlflow.db\n")  # tracking history is not versioned with the data
+    run(["git", "add", "-A"], path, env)
+    run(["git", "commit", "-qm", "first run"], path, env)
+    first_commit = run(["git", "rev-parse", "HEAD"], path, env).strip()
+    first_lock, first_eval = (path / "dvc.lock").read_text(), (path / "metrics/eval.json").read_text()
+
+    new = tmp_path / "new_images"
+    new.mkdir()
+    rng = np.random.default_rng(7)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(new / f"fresh_{i}.png")
+    any_unlabeled = sorted((path / "data/unlabeled").rglob("train_*.png"))[0]
+    shutil.copy(any_unlabeled, new / "duplicate.png")
+    (new / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    added = run([sys.executable, "-m", "pipeline", "add-unlabeled", str(new), "--into", "batch2"], path, env)
+    assert "3 copied" in added and "1 duplicates" in added and "1 invalid" in added
+    (path / "data/unlabeled/batch2/corrupt.png").write_bytes(
+        (new / "corrupt.png").read_bytes()
+    )  # dropped by hand
+    run(["dvc", "add", "-q", "data/unlabeled"], path, env)
+    new_hash = yaml.safe_load((path / "data/unlabeled.dvc").read_text())["outs"][0]["md5"]
+    assert "changed deps" in run(["dvc", "status", "prepare"], path, env)
+
+    out = run(["dvc", "repro"], path, env)
+    ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
+    assert ran[0] == "prepare" and "evaluate" in ran
+    assert "3 decoded" in out  # only the three new images; the other 330 came from the previous store
+
+    manifest = pd.read_parquet(path / "prepared/manifest.parquet").set_index("path")
+    batch = manifest[manifest.index.str.startswith("batch2/")]
+    assert set(batch.loc[batch["status"] == "ok", "first_version"]) == {new_hash}
+    assert batch.loc["batch2/corrupt.png", "status"] == "error" and batch.loc["batch2/corrupt.png", "reason"]
+    assert (manifest["first_version"] != new_hash).sum() > 300  # the images of the first version keep theirs
+    assert json.loads((path / "metrics/eval.json").read_text())["r1"]["pl/pool"] == 203  # 200 + 3 new
+
+    db = sqlite3.connect(path / "mlflow.db")
+    tagged = {
+        name
+        for (name,) in db.execute(
+            "SELECT r.name FROM runs r JOIN tags t ON r.run_uuid = t.run_uuid "
+            "WHERE t.key = 'data_hash.unlabeled' AND t.value = ?",
+            (new_hash,),
+        )
+    }
+    assert {"prepare", "pretrain", "r0/teacher", "r2/student", "evaluate"} <= tagged
+
+    run(["git", "checkout", "-q", first_commit], path, env)
+    run(["dvc", "checkout", "-q", "--force"], path, env)
+    assert (path / "dvc.lock").read_text() == first_lock
+    assert (path / "metrics/eval.json").read_text() == first_eval
+    assert not (path / "data/unlabeled/batch2").exists()
+    assert "Running stage" not in run(["dvc", "repro"], path, env)
