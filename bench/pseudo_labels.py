@@ -85,6 +85,7 @@ def run_setting(name: str, args, base: dict, seed: int, demo: dict, ood: str, re
     params = setting_params(base, out, seed, args.rounds, ood, args.quick)
     if reuse is None:
         export_demo(out / "data", args.idx_dir, seed=seed, force=True, n_test=args.test, **demo)
+        export_seconds = time.perf_counter() - start
         stages = pipeline_stages(args.rounds, prepare=True)
     else:
         shared = reuse["params"]["paths"]
@@ -96,11 +97,14 @@ def run_setting(name: str, args, base: dict, seed: int, demo: dict, ood: str, re
     seconds = run_stages(params_file, stages, stage_env(f"bench-{name}"))
     if reuse is None:
         loaded = load_params(params_file)
+        scratch_start = time.perf_counter()
         supervised = scratch_teacher(loaded, load_prepared(loaded.paths.prepared), args.scratch_steps, 0.1)
+        seconds["export"], seconds["supervised"] = export_seconds, time.perf_counter() - scratch_start
         shared_seconds = 0.0
-    else:
+    else:  # what this setting took from its base, so that its minutes compare with a full run
         supervised = reuse["supervised"]
-        shared_seconds = sum(reuse["stage_seconds"][k] for k in ("prepare", "pretrain", "teacher"))
+        shared = ("export", "prepare", "pretrain", "teacher", "supervised")
+        shared_seconds = sum(reuse["stage_seconds"][k] for k in shared)
     result = {
         "name": name, "seed": seed, "ood": ood, **{k: v for k, v in demo.items() if k != "classes"},
         "rounds": json.loads((out / "metrics" / "eval.json").read_text()), "supervised": supervised,

@@ -45,7 +45,7 @@ def main() -> None:
             else:
                 _, reference = predict(teacher, data.images, labeled.index, cfg.batch_size)
             scores, held_out = ood_scores(
-                ood.method, logits, features, reference, labeled.labels, len(data.classes),
+                ood.method, features, reference, labeled.labels, len(data.classes),
                 ood.k, ood.shrinkage, ood.folds, params.seed,
             )  # fmt: skip
             threshold = calibrate_ood_threshold(held_out, ood.keep_quantile)

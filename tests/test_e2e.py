@@ -102,7 +102,8 @@ def test_round_override_selects_class_balanced_with_mahalanobis_filter(repo):
     assert r1["copies"].max() == 1 and "over_quota" not in set(r1["reason"])
     accepted = r2[r2["accepted"]]
     quota = int(r2["in_distribution"].sum()) // 10
-    assert accepted.groupby("pseudo_label")["copies"].sum().eq(quota).all()  # every class filled to quota
+    per_class = accepted.groupby("pseudo_label")["copies"].sum()
+    assert len(per_class) >= 2 and per_class.eq(quota).all()  # every accepted class filled up to the quota
     assert not r2["ood_score"].equals(r1["ood_score"])  # Mahalanobis on teacher features, not kNN
 
 
@@ -196,7 +197,7 @@ def test_new_unlabeled_data_reruns_from_prepare_and_checkout_restores_the_first_
     out = run(["dvc", "repro"], path, env)
     ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
     assert ran[0] == "prepare" and "evaluate" in ran
-    assert "3 decoded" in out  # only the three new images; the other 330 came from the previous store
+    assert "3 decoded" in out  # only the three new images; the other 331 came from the previous store
 
     manifest = pd.read_parquet(path / "prepared/manifest.parquet").set_index("path")
     batch = manifest[manifest.index.str.startswith("batch2/")]
@@ -216,6 +217,8 @@ def test_new_unlabeled_data_reruns_from_prepare_and_checkout_restores_the_first_
     }
     assert {"prepare", "pretrain", "r0/teacher", "r2/student", "evaluate"} <= tagged
 
+    run(["git", "add", "-A"], path, env)
+    run(["git", "commit", "-qm", "new unlabeled images"], path, env)
     run(["git", "checkout", "-q", first_commit], path, env)
     run(["dvc", "checkout", "-q", "--force"], path, env)
     assert (path / "dvc.lock").read_text() == first_lock

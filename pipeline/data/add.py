@@ -46,6 +46,13 @@ def source_files(sources: list[Path]) -> list[tuple[Path, Path]]:
             out.append((src, Path(src.name)))
         else:
             raise FileNotFoundError(f"source not found: {src}")
+    first: dict[Path, Path] = {}
+    for path, rel in out:  # two sources with one name would overwrite each other's copy
+        if rel in first:
+            raise FileExistsError(
+                f"{first[rel]} and {path} would both be copied to {rel}; add them in separate --into batches"
+            )
+        first[rel] = path
     return out
 
 

@@ -137,7 +137,7 @@ def export_demo(
     Refuses to touch existing `labeled/`, `unlabeled/` or `test/` folders unless `force` (which replaces
     only these demo folders, never anything else under `out`).
     """
-    classes = CLASSES if classes is None else classes
+    classes = CLASSES if classes is None else list(dict.fromkeys(classes))  # each class once
     unknown = sorted(set(classes) - set(CLASSES))
     if unknown:
         raise ValueError(f"unknown demo classes {unknown}; Fashion-MNIST has {', '.join(CLASSES)}")

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import PIL
 from PIL import Image
 from tqdm import tqdm
 
@@ -107,9 +108,10 @@ def decode_error_reason(err: Exception) -> str:
 
 
 def decoder_id(image_size: int, channels: int) -> str:
-    """What stored pixels were made with: the decoder's source code, the size and the channels."""
+    """What stored pixels were made with: the decoder's code, Pillow and NumPy versions, size and channels."""
     source = inspect.getsource(decode_image)
-    return hashlib.sha256(f"{source}|{image_size}|{channels}".encode()).hexdigest()[:16]
+    key = f"{source}|{PIL.__version__}|{np.__version__}|{image_size}|{channels}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 class DecodeCache:
@@ -125,8 +127,9 @@ class DecodeCache:
             images = np.load(out_dir / "images.npy", mmap_mode="r")
         except (OSError, ValueError, KeyError):
             return  # no previous store (or an unreadable one): decode everything
-        if "first_version" in manifest:
-            known = manifest[manifest["sha256"] != ""]
+        if "first_version" in manifest:  # a real version only; the first row of repeated bytes wins
+            known = manifest[(manifest["sha256"] != "") & ~manifest["first_version"].isin(["", "untracked"])]
+            known = known.drop_duplicates("sha256")
             self.first_version = dict(zip(known["sha256"], known["first_version"], strict=True))
         if same_decoder:
             stored = manifest[manifest["index"] >= 0].drop_duplicates("sha256")

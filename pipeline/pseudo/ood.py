@@ -7,11 +7,13 @@ Four scores, each a function of arrays:
                  covariance S on L2-normalized features        (Lee et al. 2018)
     knn          1 - cos(x, k-th nearest labeled feature)       (Sun et al. 2022)
 
-The threshold keeps a share `keep` of in-distribution images. Those in-distribution scores must come from
-labeled images the scorer has not seen, or they are optimistic (an image is its own nearest neighbour; a
-classifier is confident on its training images). So they are held out: leave-one-out for knn, and for the
-others cross-fitted: the labeled set is split into stratified folds, the scorer is fitted on the other folds
-and scores the held-out one.
+msp and energy are computed from a softmax-regression head fitted on the teacher's features of the labeled
+images (see `ood_scores`). The threshold keeps a share `keep` of in-distribution images. Those scores must
+come from labeled images the scorer has not seen, or they are optimistic (an image is its own nearest
+neighbour; a classifier is confident on its training images). So they are held out: leave-one-out for knn,
+and for the others cross-fitted: the labeled set is split into stratified folds, the scorer is fitted on the
+other folds and scores the held-out one. From round 2 on, the teacher is a student whose encoder was trained
+on the labeled images too, so its features of them stay somewhat optimistic.
 """
 
 from __future__ import annotations
@@ -151,7 +153,6 @@ def linear_head_logits(
 
 def ood_scores(
     method: str,
-    pool_logits: np.ndarray,
     pool_features: np.ndarray,
     labeled_features: np.ndarray,
     labels: np.ndarray,
@@ -161,28 +162,28 @@ def ood_scores(
     folds: int,
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of the pool and cross-fitted held-out scores of the labeled images, for one `method`.
+    """Scores of the pool and held-out scores of the labeled images, for one `method`.
 
-    pool_logits: (N, C) the teacher's logits; *_features: (N, D) the features the method works in (the
-    teacher's encoder for msp / energy / mahalanobis, the SSL encoder for knn). For msp and energy the
-    held-out scores come from linear heads fitted on the other folds' features, since the teacher's own head
-    was trained on every labeled image.
+    *_features: (N, D) the features the method works in (the teacher's encoder for msp / energy /
+    mahalanobis, the SSL encoder for knn). One scorer makes both sets of scores, so the threshold is in the
+    units of the pool's: fitted on every labeled image for the pool, and on the other folds for each held-out
+    fold. For msp and energy the scorer is a softmax-regression head on those features rather than the
+    teacher's own head, which was trained on every labeled image (its scores on them are optimistic) with a
+    recipe that cross-fitting could not repeat exactly.
     """
     if method == "knn":  # leave-one-out is exact and cheap here: each image skips only itself
         pool = knn_distance(pool_features, labeled_features, k)
         return pool, knn_distance(labeled_features, labeled_features, k, exclude_self=True)
     if method == "mahalanobis":
-        pool = mahalanobis_score(pool_features, *fit_class_gaussians(labeled_features, labels, num_classes,
-                                                                     shrinkage))  # fmt: skip
 
         def scorer(tx, ty, hx):
             return mahalanobis_score(hx, *fit_class_gaussians(tx, ty, num_classes, shrinkage))
     elif method in ("msp", "energy"):
         score = msp_score if method == "msp" else energy_score
-        pool = score(pool_logits)
 
         def scorer(tx, ty, hx):
             return score(linear_head_logits(tx, ty, hx, num_classes))
     else:
         raise ValueError(f"unknown OOD method '{method}' (expected one of {', '.join(OOD_METHODS)})")
+    pool = scorer(labeled_features, labels, pool_features)
     return pool, cross_fitted_scores(labeled_features, labels, scorer, folds, seed)

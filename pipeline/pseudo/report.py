@@ -72,7 +72,7 @@ def read_analysis_labels(path: str | Path) -> pd.Series:
     missing = {"path", "label"} - set(frame.columns)
     if missing:
         raise ValueError(f"{path}: analysis file needs columns path,label; missing {sorted(missing)}")
-    return frame.set_index("path")["label"]
+    return frame.dropna(subset=["label"]).set_index("path")["label"]  # an empty label: not known
 
 
 def pseudo_label_stats(table: pd.DataFrame, classes: list[str], truth: pd.Series) -> dict[str, float]:

@@ -87,3 +87,10 @@ def test_cli_tracks_the_new_images_with_dvc(data):
     assert "2 copied" in out and "3 duplicates" in out and "1 invalid" in out
     after = yaml.safe_load((root / "data/unlabeled.dvc").read_text())["outs"][0]
     assert after["nfiles"] == before["nfiles"] + 2 and after["md5"] != before["md5"]
+
+
+def test_two_sources_with_one_name_are_refused_before_anything_is_copied(tmp_path):
+    a, b = png(tmp_path / "cam1/day1/x.png", 1), png(tmp_path / "cam2/day1/x.png", 2)
+    with pytest.raises(FileExistsError, match="would both be copied to day1/x.png"):
+        add_unlabeled([a.parent, b.parent], tmp_path / "unlabeled", set(), into="b")
+    assert not (tmp_path / "unlabeled").exists()

@@ -7,7 +7,6 @@ from pipeline.pseudo.ood import (
     energy_score,
     fit_class_gaussians,
     knn_distance,
-    linear_head_logits,
     mahalanobis_score,
     msp_score,
     ood_scores,
@@ -118,10 +117,9 @@ def test_every_method_scores_far_images_higher_and_calibrates_on_held_out_images
     near = centers[rng.integers(0, 4, 200)] + rng.normal(scale=0.3, size=(200, 8))
     far = rng.normal(scale=0.3, size=(200, 8))  # the noise without any class's signal
     pool = np.concatenate([near, far])
-    logits = linear_head_logits(labeled, labels, pool, num_classes=4)
-    scores, held_out = ood_scores(method, logits, pool, labeled, labels, 4, k=1, shrinkage=0.5, folds=4,
-                                  seed=0)  # fmt: skip
+    scores, held_out = ood_scores(method, pool, labeled, labels, 4, k=1, shrinkage=0.5, folds=4, seed=0)
     assert held_out.shape == (40,)
     threshold = calibrate_ood_threshold(held_out, 0.95)
     kept_near, kept_far = (scores[:200] <= threshold).mean(), (scores[200:] <= threshold).mean()
-    assert kept_near > 0.8 and kept_far < kept_near - 0.3, (kept_near, kept_far)
+    # held-out scores are in the pool's units: about the asked 95 % of in-distribution images are kept
+    assert kept_near > 0.85 and kept_far < kept_near - 0.3, (kept_near, kept_far)
