@@ -29,15 +29,25 @@ def stage_env(pipeline_id: str) -> dict[str, str]:
     }
 
 
+class StageFailed(RuntimeError):
+    """A stage script exited with an error; `reason` is the last line it printed."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def run_stages(params_file: Path, stages: list[list[str]], env: dict[str, str]) -> dict[str, float]:
-    """Run stage scripts (["pretrain"], ["pseudolabel", "--round", "r1"], ...) in order; seconds per stage."""
+    """Run stage scripts (["pretrain"], ["pseudolabel", "--round", "r1"], ...) in order; seconds per stage.
+    Raises StageFailed when one fails."""
     seconds = {}
     for stage, *args in stages:
         start = time.perf_counter()
         cmd = [sys.executable, str(ROOT / "stages" / f"{stage}.py"), "--params", str(params_file), *args]
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+            lines = proc.stderr.strip().splitlines() or ["(no message)"]
+            raise StageFailed(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}", lines[-1])
         seconds["/".join([stage, *args[1:]])] = time.perf_counter() - start
     return seconds
 

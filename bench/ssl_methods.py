@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     ROOT,
+    StageFailed,
     pipeline_stages,
     run_stages,
     scratch_teacher,
@@ -130,6 +131,9 @@ def markdown(rows: list[dict], args: argparse.Namespace, command: str) -> str:
     ]
     share_keys = ("knn", "probe_40", "probe_1000", "teacher", "final")
     for r in rows:  # "–" where a row has no such value (the reference row has no pretraining)
+        if "failed" in r:
+            lines.append(f"| {r['method']} | failed: {r['failed']} |" + " |" * 6)
+            continue
         shares = [f"{r[k]:.2%}" if k in r else "–" for k in share_keys]
         seconds = [f"{r[k]:.0f}" if k in r else "–" for k in ("pretrain_s", "total_s")]
         lines.append("| " + " | ".join([r["method"], *shares, *seconds]) + " |")
@@ -148,9 +152,14 @@ def main() -> None:
     parser.add_argument("--scratch-lr", type=float, default=0.1, help="peak lr of the from-scratch teacher")
     parser.add_argument("--idx-dir", type=Path, default=DEBIAN_IDX_DIR)
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "ssl_benchmark.md")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the rows of --out/results.json and run only missing methods",
+    )
     args = parser.parse_args()
     methods = list(SSLMethod.__args__) if args.methods == ["all"] else args.methods
-    command = "python bench/ssl_methods.py " + " ".join(sys.argv[1:])
+    command = "python bench/ssl_methods.py " + " ".join(a for a in sys.argv[1:] if a != "--resume")
 
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     params = load_params(ROOT / "params.yaml")
@@ -158,24 +167,36 @@ def main() -> None:
     sets = probe_sets(args.idx_dir, params.seed)
     check_demo_labeled(store, sets)
 
-    seed_everything(params.seed)
-    random_encoder = build_encoder(Architecture(params.data.channels, params.model.width, params.model.depth),
-                                   store.stats["mean"], store.stats["std"])  # fmt: skip
-    rows = [{"method": "none (random encoder)", **representation_scores(random_encoder, sets)}]
-    print(rows[-1], flush=True)
-    start = time.perf_counter()
-    scratch = scratch_teacher(params, store, args.scratch_steps, args.scratch_lr)
-    rows[-1].update(teacher=scratch, total_s=time.perf_counter() - start)
-    print(f"teacher from scratch, {args.scratch_steps} steps: {scratch:.2%}", flush=True)
-    for method in methods:
+    results = args.out / "results.json"
+    rows = json.loads(results.read_text()) if args.resume and results.is_file() else []
+    rows = [r for r in rows if "failed" not in r]  # a failed method is tried again
+    if not rows:
+        seed_everything(params.seed)
+        arch = Architecture(params.data.channels, params.model.width, params.model.depth)
+        random_encoder = build_encoder(arch, store.stats["mean"], store.stats["std"])
+        rows = [{"method": "none (random encoder)", **representation_scores(random_encoder, sets)}]
+        print(rows[-1], flush=True)
+        start = time.perf_counter()
+        scratch = scratch_teacher(params, store, args.scratch_steps, args.scratch_lr)
+        rows[-1].update(teacher=scratch, total_s=time.perf_counter() - start)
+        print(f"teacher from scratch, {args.scratch_steps} steps: {scratch:.2%}", flush=True)
+    done = {r["method"] for r in rows}
+    for method in [m for m in methods if m not in done]:
         out = args.out / method
         out.mkdir(parents=True, exist_ok=True)
         params_file = out / "params.yaml"
         params_file.write_text(yaml.safe_dump(method_params(base, method, args.epochs, args.rounds, out)))
         start = time.perf_counter()
-        seconds = run_stages(
-            params_file, pipeline_stages(args.rounds), stage_env(f"ssl-bench-{method}-{time.time()}")
-        )
+        try:
+            seconds = run_stages(
+                params_file, pipeline_stages(args.rounds), stage_env(f"ssl-bench-{method}-{time.time()}")
+            )
+        except StageFailed as err:  # e.g. a loss that became NaN: the row says so, the others still run
+            print(err, flush=True)
+            rows.append({"method": method, "failed": err.reason})
+            results.write_text(json.dumps(rows, indent=1))
+            write_doc(args.doc, markdown(rows, args, command))
+            continue
         encoder, _ = load_encoder(out / "encoder" / "encoder.pt")
         evaluation = json.loads((out / "metrics" / "eval.json").read_text())
         last = f"r{args.rounds}"
@@ -185,7 +206,7 @@ def main() -> None:
             "pretrain_s": seconds["pretrain"], "total_s": time.perf_counter() - start,
         })  # fmt: skip
         print(rows[-1], flush=True)
-        (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+        results.write_text(json.dumps(rows, indent=1))
         write_doc(args.doc, markdown(rows, args, command))
     print(markdown(rows, args, command))
 

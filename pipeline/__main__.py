@@ -1,4 +1,4 @@
-"""Command line: `python -m pipeline demo-data | add-unlabeled | summary`."""
+"""Command line: `python -m pipeline demo-data | add-unlabeled | summary | compare | predict`."""
 
 from __future__ import annotations
 
@@ -35,7 +35,22 @@ def main(argv: list[str] | None = None) -> None:
         "--into", default=None, help="folder under the unlabeled one (default: added-<UTC time>)"
     )
     add.add_argument("--no-dvc", action="store_true", help="copy only; do not run `dvc add`")
+    compare = sub.add_parser("compare", help="rounds of the latest pipeline run, or of two side by side")
+    compare.add_argument("runs", nargs="*", help="pipeline (parent) run ids or prefixes; default: the latest")
+    compare.add_argument("--params", type=Path, default=Path("params.yaml"))
+    compare.add_argument("--plot", type=Path, default=Path("compare_rounds.png"), help="the plot's file")
+    predict = sub.add_parser("predict", help="label a folder of images with a registered model into a CSV")
+    predict.add_argument("folder", type=Path, help="images (any nesting, any format PIL reads)")
+    predict.add_argument(
+        "--model", required=True, help="registered model: NAME@ALIAS or NAME/VERSION (or a models:/ URI)"
+    )
+    predict.add_argument("--out", type=Path, default=Path("predictions.csv"))
     args = parser.parse_args(argv)
+
+    if args.command == "compare":
+        compare_command(args.runs, args.params, args.plot)
+    if args.command == "predict":
+        predict_command(args.folder, args.model, args.out)
 
     if args.command == "summary":
         print_summary(args.params)
@@ -77,6 +92,48 @@ def print_summary(params_file: Path) -> None:
     results = json.loads(eval_file.read_text())
     run_ids = latest_round_runs(params.mlflow.experiment)
     print_table(rounds_table(summary_rows(results, params.round_order(), run_ids)))
+
+
+def compare_command(run_ids: list[str], params_file: Path, plot: Path) -> None:
+    """Print the rounds table of pipeline run(s) from MLflow and write the per-round plot."""
+    from mlflow import MlflowClient
+
+    from pipeline.compare import compare_figure, compare_table, find_pipelines
+    from pipeline.config import ConfigError, load_params
+    from pipeline.summary import print_table
+    from pipeline.tracking import TrackingUnreachable, check_tracking_uri, project_root, tracking_uri
+
+    try:
+        uri = tracking_uri(project_root())
+        check_tracking_uri(uri)
+        runs = find_pipelines(MlflowClient(uri), load_params(params_file).mlflow.experiment, run_ids)
+    except (ConfigError, TrackingUnreachable, LookupError) as err:
+        sys.exit(f"error: {err}")
+    print_table(compare_table(runs))
+    compare_figure(runs).savefig(plot, dpi=110)
+    print(f"plot: {plot}")
+
+
+def predict_command(folder: Path, model: str, out: Path) -> None:
+    """Label every image under `folder` with a registered model; write path,label,confidence,status,reason."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.checkpoint import atomic_write
+    from pipeline.serving import load_registered, predict_folder
+    from pipeline.tracking import TrackingUnreachable, check_tracking_uri, project_root, tracking_uri
+
+    try:
+        uri = tracking_uri(project_root())
+        check_tracking_uri(uri)
+        mlflow.set_tracking_uri(uri)
+        loaded, metadata = load_registered(model)
+        frame = predict_folder(loaded, metadata, folder)
+    except (TrackingUnreachable, MlflowException, FileNotFoundError, ValueError) as err:
+        sys.exit(f"error: {err}")
+    atomic_write(out, lambda p: frame.to_csv(p, index=False))
+    errors = int((frame["status"] != "ok").sum())
+    print(f"predict: {len(frame) - errors} images labeled, {errors} unreadable -> {out}")
 
 
 def add_unlabeled_command(sources: list[Path], params_file: Path, into: str | None, dvc: bool) -> None:

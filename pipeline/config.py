@@ -66,25 +66,28 @@ class ViewPolicy(Section):
         return self
 
 
-class SimCLRConfig(Section):
+class MethodSection(Section):
+    """What every method's section has: its view policy and a multiplier of `pretrain.lr` for the method."""
+
     views: ViewPolicy
+    lr_scale: float = Field(gt=0, description="the method trains at pretrain.lr * lr_scale")
+
+
+class SimCLRConfig(MethodSection):
     temperature: float = Field(gt=0, description="NT-Xent temperature")
 
 
-class MoCoConfig(Section):
-    views: ViewPolicy
+class MoCoConfig(MethodSection):
     temperature: float = Field(gt=0)
     queue_size: int = Field(ge=1, description="negatives kept from earlier batches")
     momentum: float = Field(ge=0, lt=1, description="EMA momentum of the key encoder")
 
 
-class BYOLConfig(Section):
-    views: ViewPolicy
+class BYOLConfig(MethodSection):
     momentum: float = Field(ge=0, lt=1, description="base EMA momentum of the target, raised to 1 by cosine")
 
 
-class DINOConfig(Section):
-    views: ViewPolicy
+class DINOConfig(MethodSection):
     out_dim: int = Field(ge=2, description="dimensions K of the DINO head output")
     student_temperature: float = Field(gt=0)
     teacher_temperature: float = Field(gt=0)
@@ -92,8 +95,7 @@ class DINOConfig(Section):
     momentum: float = Field(ge=0, lt=1, description="base EMA momentum of the teacher, raised to 1 by cosine")
 
 
-class SwAVConfig(Section):
-    views: ViewPolicy
+class SwAVConfig(MethodSection):
     prototypes: int = Field(ge=2)
     temperature: float = Field(gt=0)
     epsilon: float = Field(gt=0, description="Sinkhorn entropy regularization")
@@ -101,32 +103,28 @@ class SwAVConfig(Section):
     freeze_prototypes_steps: int = Field(ge=0, description="prototypes stay fixed this many first steps")
 
 
-class BarlowTwinsConfig(Section):
-    views: ViewPolicy
+class BarlowTwinsConfig(MethodSection):
     lambd: float = Field(ge=0, description="weight of the off-diagonal (redundancy) term")
 
 
-class VICRegConfig(Section):
-    views: ViewPolicy
+class VICRegConfig(MethodSection):
     sim_weight: float = Field(ge=0)
     var_weight: float = Field(ge=0)
     cov_weight: float = Field(ge=0)
 
 
-class SimMIMConfig(Section):
-    views: ViewPolicy
+class SimMIMConfig(MethodSection):
     mask_ratio: float = Field(gt=0, lt=1)
     patch: int = Field(ge=1, description="side of a masked square, pixels; must divide image_size / 4 * 4")
 
 
-class RotationConfig(Section):
-    views: ViewPolicy
+class RotationConfig(MethodSection):
+    pass
 
 
-class HybridConfig(Section):
+class HybridConfig(MethodSection):
     """One encoder, a masked-reconstruction decoder and an NT-Xent head; losses combined by `combine`."""
 
-    views: ViewPolicy
     mask_ratio: float = Field(ge=0, lt=1, description="0 reconstructs the unmasked input (autoencoding)")
     patch: int = Field(ge=1)
     temperature: float = Field(gt=0)
@@ -245,6 +243,10 @@ class EvaluateConfig(Section):
 
 class MlflowConfig(Section):
     experiment: str = Field(min_length=1)
+    registered_model: str = Field(min_length=1)  # the final round's student is registered under this name
+    alias: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$"
+    )  # ... and this alias points at its newest version
 
 
 class Params(Section):

@@ -10,18 +10,32 @@ def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
     return float((pred == labels).mean()) if len(labels) else float("nan")
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """ECE (Guo et al. 2017): sum_b |B_b|/N * |acc(B_b) - conf(B_b)| over equal-width confidence bins."""
+def _confidence_bins(probs: np.ndarray, labels: np.ndarray, bins: int):
+    """Per equal-width bin of max probability ((b/B, (b+1)/B], the first includes 0): counts, hits and
+    confidence sums."""
     confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
+    correct = (probs.argmax(axis=1) == labels).astype(float)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        in_bin = which == b
-        if in_bin.any():
-            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(ece)
+    count = np.bincount(which, minlength=bins)
+    hits = np.bincount(which, weights=correct, minlength=bins)
+    conf = np.bincount(which, weights=confidence, minlength=bins)
+    return edges, count, hits, conf
+
+
+def reliability_bins(
+    probs: np.ndarray, labels: np.ndarray, bins: int = 15
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reliability diagram data: (bin centers, accuracy per bin, share of images per bin); empty bins: 0."""
+    edges, count, hits, _ = _confidence_bins(probs, labels, bins)
+    accuracy = np.divide(hits, count, out=np.zeros(bins), where=count > 0)
+    return (edges[:-1] + edges[1:]) / 2, accuracy, count / max(len(labels), 1)
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE (Guo et al. 2017): sum_b |B_b|/N * |acc(B_b) - conf(B_b)| over equal-width confidence bins."""
+    _, count, hits, conf = _confidence_bins(probs, labels, bins)
+    return float(np.abs(hits - conf).sum() / max(len(labels), 1))
 
 
 def confusion_matrix(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -78,7 +78,8 @@ def pretrain(
 ) -> dict[str, float]:
     """Self-supervised pretraining of `encoder` with `cfg.method` on the images `index` of the store.
 
-    SGD with Nesterov momentum, lr = cfg.lr * batch / 256, one warm-up epoch then cosine decay. Logs, per
+    SGD with Nesterov momentum, lr = cfg.lr * lr_scale (of the method) * batch / 256, one warm-up epoch then
+    cosine decay. Logs, per
     epoch, the mean loss and the method's own values, the kNN accuracy and the representation health (std,
     effective rank), and stops with CollapseError when the representation collapses.
     """
@@ -88,7 +89,7 @@ def pretrain(
     steps_per_epoch = len(index) // batch
     method = build_method(cfg, encoder, images.shape[-1], steps_per_epoch)
     trainable = [p for p in [*encoder.parameters(), *method.parameters()] if p.requires_grad]
-    peak = cfg.lr * batch / 256
+    peak = cfg.lr * cfg.method_config().lr_scale * batch / 256
     opt = torch.optim.SGD(trainable, lr=peak, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     policy = cfg.method_config().views
     views = Views(

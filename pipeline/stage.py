@@ -6,12 +6,14 @@ import argparse
 import sys
 
 from pipeline.config import ConfigError, Params, load_params
+from pipeline.tracking import TrackingUnreachable, check_tracking_uri, project_root, tracking_uri
 
 
 def start(
     description: str, with_round: bool = False, argv: list[str] | None = None
 ) -> tuple[Params, str | None]:
-    """Parse `--params` (and `--round`), validate the params file; exit with a clear message when invalid."""
+    """Parse `--params` (and `--round`), validate the params file and check that the MLflow tracking server
+    answers; exit with a clear message when either fails, before the stage reads data or trains."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     if with_round:
@@ -21,6 +23,7 @@ def start(
         params = load_params(args.params)
         if with_round:
             params.round_config(args.round)  # validates the round and its overrides up front
-    except ConfigError as err:
+        check_tracking_uri(tracking_uri(project_root()))
+    except (ConfigError, TrackingUnreachable) as err:
         sys.exit(f"error: {err}")
     return params, getattr(args, "round", None)

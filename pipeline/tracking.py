@@ -31,6 +31,41 @@ def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
 
 
+class TrackingUnreachable(RuntimeError):
+    """The tracking server named by the URI does not answer."""
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Fail within `timeout` seconds, naming the URI, when an http(s) tracking server does not answer.
+
+    MLflow's own client retries for minutes; a stage calls this first, before any data is read or trained.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingUnreachable(
+            f"MLflow tracking server {uri} is unreachable ({reason}); start it, or unset "
+            "MLFLOW_TRACKING_URI to log to the local mlflow.db"
+        ) from err
+
+
+def run_name(params: Params, stage: str, round_name: str | None) -> str:
+    """`<position> <round>/<stage>`, e.g. '04 r1/student': sorted by name, runs list in pipeline order."""
+    order = ["prepare", "pretrain"]
+    for k, name in enumerate(params.round_order()):
+        order += [f"{name}/teacher"] if k == 0 else [f"{name}/pseudolabel", f"{name}/student"]
+    order.append("evaluate")
+    label = f"{round_name}/{stage}" if round_name else stage
+    return f"{order.index(label):02d} {label}" if label in order else label
+
+
 def pipeline_id() -> str:
     """This pipeline execution: $PIPELINE_ID, else the nearest ancestor `dvc` process, else unique."""
     if os.environ.get("PIPELINE_ID"):
@@ -82,13 +117,19 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 class StageRun:
     """The MLflow child run of one stage: metrics with a step, artifacts, and the run id for the summary."""
 
-    def __init__(self, run_id: str):
+    def __init__(self, run_id: str, tags: dict[str, str]):
         self.run_id = run_id
+        self.tags = tags
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         import mlflow
 
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def set_tag(self, key: str, value: str) -> None:
+        import mlflow
+
+        mlflow.set_tag(key, value)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         import mlflow
@@ -100,6 +141,45 @@ class StageRun:
         import mlflow
 
         mlflow.log_text(frame.to_csv(), artifact_file)
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        """A matplotlib figure as a PNG artifact, e.g. 'figures/confusion_r1.png'; the figure is closed."""
+        import matplotlib.pyplot as plt
+        import mlflow
+
+        mlflow.log_figure(figure, artifact_file)
+        plt.close(figure)
+
+    def log_model(self, model, example, metadata: dict[str, Any]) -> str:
+        """The model as an MLflow PyTorch model (torch.export 'pt2' format, no pickled code) with a signature
+        from `example` (float32 N, C, H, W in [0, 1]) and `metadata` (classes, image size, channels).
+        Returns its model URI."""
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        model.eval()
+        with torch.no_grad():
+            output = model(torch.from_numpy(example)).numpy()
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            input_example=example,
+            signature=infer_signature(example, output),
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],  # no slow requirement inference
+            metadata=metadata,
+        )
+        return info.model_uri
+
+
+def register_model(model_uri: str, name: str, alias: str, tags: dict[str, str]) -> str:
+    """Register `model_uri` as a new version of `name`, tagged, point `alias` at it; return the version."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    version = mlflow.register_model(model_uri, name, tags=tags).version
+    MlflowClient().set_registered_model_alias(name, alias, version)
+    return str(version)
 
 
 def _experiment_id(client, name: str, root: Path, uri: str) -> str:
@@ -129,16 +209,24 @@ def _parent_run(client, experiment_id: str, pid: str, tags: dict[str, str]) -> s
 
 @contextmanager
 def stage_run(
-    params: Params, stage: str, round_name: str | None = None, logged: dict[str, Any] | None = None
+    params: Params,
+    stage: str,
+    round_name: str | None = None,
+    logged: dict[str, Any] | None = None,
+    system_metrics: bool = False,
 ):
-    """Start the child run `<round>/<stage>` under this pipeline execution's parent; log params and tags.
+    """Start the child run `NN <round>/<stage>` under this pipeline execution's parent; log params and tags.
 
     Tags: stage, round, DVC stage, git commit, the DVC hash of each input folder, $DVC_EXP_NAME when set.
-    `logged` is the params section(s) of the stage, logged once as flattened params.
+    `logged` is the params section(s) of the stage, logged once as flattened params. `system_metrics`
+    samples CPU and memory (and GPU, when one and its NVML library are present) in the background.
     """
+    import logging
+
     import mlflow
     from mlflow import MlflowClient
 
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop chatter per stage
     root = project_root()
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
@@ -162,12 +250,15 @@ def stage_run(
         "round": round_name or "",
         PIPELINE_TAG: pid,
     }
-    run_name = f"{round_name}/{stage}" if round_name else stage
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=run_name, parent_run_id=parent, tags=tags
+        experiment_id=experiment_id,
+        run_name=run_name(params, stage, round_name),
+        parent_run_id=parent,
+        tags=tags,
+        log_system_metrics=system_metrics,
     ) as run:
         mlflow.log_params(flatten(logged or {}))
-        yield StageRun(run.info.run_id)
+        yield StageRun(run.info.run_id, tags)
 
 
 def latest_round_runs(experiment: str, stages: tuple[str, ...] = ("teacher", "student")) -> dict[str, str]:

@@ -6,7 +6,9 @@ import pandas as pd
 
 from pipeline.checkpoint import load_classifier, write_json
 from pipeline.data.store import load_prepared
+from pipeline.figures import evaluation_figures
 from pipeline.pseudo.report import pseudo_label_stats, read_analysis_labels
+from pipeline.pseudo.select import softmax
 from pipeline.stage import start
 from pipeline.summary import rounds_curve, summary_rows, test_metrics
 from pipeline.tracking import stage_run
@@ -23,6 +25,7 @@ def main() -> None:
     order, results = params.round_order(), {}
 
     with stage_run(params, "evaluate", logged={"evaluate": params.evaluate.model_dump()}) as run:
+        run.set_tag("round_order", ",".join(order))  # metric step k is round order[k]; `compare` reads it
         for step, round_name in enumerate(order):
             model, _ = load_classifier(Path(paths.rounds) / round_name / "model.pt")
             logits, _ = predict(model, data.images, test.index)
@@ -34,8 +37,14 @@ def main() -> None:
             results[round_name] = metrics
             run.log_frame(
                 pd.DataFrame(confusion, index=data.classes, columns=data.classes),
-                f"confusion/{round_name}.csv",
+                f"{round_name}/confusion.csv",
             )
+            bins = params.evaluate.ece_bins
+            figures = evaluation_figures(
+                confusion, softmax(logits), test.labels, data.classes, bins, round_name
+            )
+            for name, figure in figures.items():
+                run.log_figure(figure, name)
         first, last = results[order[0]]["test/accuracy"], results[order[-1]]["test/accuracy"]
         run.log({"eval/final_accuracy": last, "eval/gain_over_teacher": last - first}, 0)
 

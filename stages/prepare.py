@@ -1,11 +1,12 @@
 """DVC stage `prepare`: image folders -> manifest.parquet + images.npy (decoded once) + metrics."""
 
+import sys
 from pathlib import Path
 
 from rich import print
 
 from pipeline.checkpoint import write_json
-from pipeline.data.prepare import prepare
+from pipeline.data.prepare import DataError, prepare
 from pipeline.stage import start
 from pipeline.tracking import dvc_data_hash, stage_run
 
@@ -16,9 +17,12 @@ def main() -> None:
     roots = {"labeled": Path(paths.labeled), "unlabeled": Path(paths.unlabeled), "test": Path(paths.test)}
     versions = {split: dvc_data_hash(folder) for split, folder in roots.items()}
     with stage_run(params, "prepare", logged={"data": params.data.model_dump()}) as run:
-        result = prepare(
-            roots, Path(paths.prepared), params.data.image_size, params.data.channels, True, versions
-        )
+        try:
+            result = prepare(
+                roots, Path(paths.prepared), params.data.image_size, params.data.channels, True, versions
+            )
+        except DataError as err:  # checked before anything is written
+            sys.exit(f"error: {err}")
         run.log({**result.counts, "prepare/decoded": result.decoded, "prepare/reused": result.reused}, 0)
         write_json(Path(paths.metrics) / "prepare.json", result.counts)
     manifest = result.manifest

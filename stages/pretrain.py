@@ -31,7 +31,7 @@ def main() -> None:
         cfg.method: cfg.method_config().model_dump(),
         "model": params.model.model_dump(),
     }
-    with stage_run(params, "pretrain", logged=logged) as run:
+    with stage_run(params, "pretrain", logged=logged, system_metrics=True) as run:
 
         def log(metrics: dict[str, float], step: int) -> None:
             run.log(metrics, step)

@@ -10,6 +10,7 @@ import numpy as np
 
 from pipeline.checkpoint import atomic_write, load_classifier, load_encoder
 from pipeline.data.store import load_prepared
+from pipeline.figures import pseudo_label_figures
 from pipeline.pseudo.ood import calibrate_ood_threshold, ood_scores
 from pipeline.pseudo.report import pseudo_label_stats, pseudo_label_table, read_analysis_labels
 from pipeline.pseudo.select import select_pseudo_labels
@@ -36,7 +37,7 @@ def main() -> None:
         )  # fmt: skip
         ood = cfg.ood
         if ood.method == "none":
-            scores, threshold = np.zeros(len(pool.index)), float("inf")
+            scores, held_out, threshold = np.zeros(len(pool.index)), np.zeros(0), float("inf")
         else:
             if ood.method == "knn":  # distances in the SSL embedding, not the teacher's
                 encoder, _ = load_encoder(Path(paths.encoder) / "encoder.pt")
@@ -59,6 +60,9 @@ def main() -> None:
         out = Path(paths.pseudolabels) / f"{round_name}.parquet"
         atomic_write(out, lambda p: table.to_parquet(p, index=False))
         run.log_artifact(out)
+        figures = pseudo_label_figures(table, data.images, data.classes, held_out, threshold, round_name)
+        for name, figure in figures.items():
+            run.log_figure(figure, name)
     print(
         f"{round_name}: {int(stats['pl/accepted'])}/{len(table)} accepted, {int(stats['ood/rejected'])} OOD, "
         f"precision {stats.get('pl/precision', float('nan')):.3f}"

@@ -12,6 +12,7 @@ from pipeline.checkpoint import load_classifier, load_encoder, save_round_model
 from pipeline.data.store import load_prepared
 from pipeline.models import Architecture, build_classifier
 from pipeline.pseudo.report import training_targets
+from pipeline.serving import log_round_model
 from pipeline.stage import start
 from pipeline.tracking import stage_run
 from pipeline.train import fit_student, seed_everything
@@ -43,7 +44,8 @@ def main() -> None:
         model.load_state_dict(previous.state_dict())
 
     logged = {"student": cfg.model_dump(), "prev": prev, "model": arch.to_dict()}
-    with stage_run(params, "student", round_name, logged) as run:
+    final = round_name == params.round_order()[-1]  # the final student goes to the model registry
+    with stage_run(params, "student", round_name, logged, system_metrics=True) as run:
         fit_student(
             model,
             data.images,
@@ -56,6 +58,8 @@ def main() -> None:
         )
         out = save_round_model(paths.rounds, round_name, model, arch, data.classes, params.model_dump())
         run.log_artifact(out)
+        registry = (params.mlflow.registered_model, params.mlflow.alias) if final else None
+        log_round_model(run, model, data, round_name, params.data.image_size, params.data.channels, registry)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from pipeline.checkpoint import load_encoder, save_round_model
 from pipeline.config import TEACHER_ROUND
 from pipeline.data.store import load_prepared
 from pipeline.models import Architecture, build_classifier
+from pipeline.serving import log_round_model
 from pipeline.stage import start
 from pipeline.tracking import stage_run
 from pipeline.train import fit_teacher, seed_everything
@@ -23,7 +24,7 @@ def main() -> None:
     model.encoder.load_state_dict(encoder.state_dict())
 
     logged = {"teacher": cfg.model_dump(), "model": arch.to_dict()}
-    with stage_run(params, "teacher", TEACHER_ROUND, logged) as run:
+    with stage_run(params, "teacher", TEACHER_ROUND, logged, system_metrics=True) as run:
         fit_teacher(
             model,
             data.images,
@@ -35,6 +36,7 @@ def main() -> None:
         )
         out = save_round_model(paths.rounds, TEACHER_ROUND, model, arch, data.classes, params.model_dump())
         run.log_artifact(out)
+        log_round_model(run, model, data, TEACHER_ROUND, params.data.image_size, params.data.channels)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,8 @@
 """The whole pipeline, `dvc repro` on the committed fixture, in a temporary git + DVC repository."""
 
 import json
-import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,16 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
+from pipeline_repo import make_repo, run
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = Path(__file__).parent / "fixtures" / "data"
-
-TINY = {  # small enough for seconds per stage on 2 CPU cores
-    "pretrain": {"epochs": 2, "batch_size": 64, "knn_test_images": 50},
-    "teacher": {"steps": 15, "batch_size": 16},
-    "pseudolabel": {"threshold": 0.15},
-    "student": {"steps": 15, "batch_labeled": 8, "batch_unlabeled": 24},
-    "rounds": {  # r2 also checks a round override of the selection mode and the OOD method
+ROUNDS = {  # r2 also checks a round override of the selection mode and the OOD method
+    "rounds": {
         "r1": {"prev": "r0"},
         "r2": {
             "prev": "r1",
@@ -32,48 +24,12 @@ TINY = {  # small enough for seconds per stage on 2 CPU cores
 }
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout + proc.stderr
-
-
-def merge(base: dict, override: dict) -> dict:
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "rounds":
-            merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    repo = tmp_path_factory.mktemp("e2e") / "repo"
-    repo.mkdir()
-    for name in ("pipeline", "stages"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", repo)
-    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    shutil.copytree(FIXTURE, repo / "data")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "PIPELINE_"))}
-    env.update(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
-        PYTHONPATH=str(repo),
-        NO_ALBUMENTATIONS_UPDATE="1",
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@t",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@t",
-    )
-    run(["git", "init", "-q"], repo, env)
-    run(["dvc", "init", "-q"], repo, env)
-    run(["dvc", "add", "-q", "data/labeled", "data/unlabeled", "data/test", "data/analysis.csv"], repo, env)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "fixture"], repo, env)
-    run(["dvc", "repro"], repo, env)
-    return repo, env
+    path = tmp_path_factory.mktemp("e2e") / "repo"
+    env = make_repo(path, ROUNDS)
+    run(["dvc", "repro"], path, env)
+    return path, env
 
 
 def test_repro_writes_per_round_metrics(repo):
@@ -110,7 +66,7 @@ def test_round_override_selects_class_balanced_with_mahalanobis_filter(repo):
 def test_summary_prints_the_rounds_table_with_mlflow_runs(repo):
     path, env = repo
     db = sqlite3.connect(path / "mlflow.db")
-    (student,) = db.execute("SELECT run_uuid FROM runs WHERE name = 'r2/student'").fetchone()
+    (student,) = db.execute("SELECT run_uuid FROM runs WHERE name = '06 r2/student'").fetchone()
     out = run([sys.executable, "-m", "pipeline", "summary"], path, env)
     assert "Pseudo-label rounds" in out and student in out
     assert [line.split()[1] for line in out.splitlines() if line.startswith("│ r")] == ["r0", "r1", "r2"]
@@ -126,28 +82,101 @@ def test_mlflow_has_one_parent_and_a_child_per_stage(repo):
     parents = [r for r in runs if tags[r].get("kind") == "pipeline"]
     assert len(parents) == 1
     children = sorted(runs[r] for r in runs if tags[r].get("mlflow.parentRunId") == parents[0])
-    assert children == sorted(
-        [
-            "prepare",
-            "pretrain",
-            "r0/teacher",
-            "r1/pseudolabel",
-            "r1/student",
-            "r2/pseudolabel",
-            "r2/student",
-            "evaluate",
-        ]
-    )
+    assert children == [  # sorted by name = pipeline order
+        "00 prepare",
+        "01 pretrain",
+        "02 r0/teacher",
+        "03 r1/pseudolabel",
+        "04 r1/student",
+        "05 r2/pseudolabel",
+        "06 r2/student",
+        "07 evaluate",
+    ]
     dvc_md5 = yaml.safe_load((path / "data/unlabeled.dvc").read_text())["outs"][0]["md5"]
-    student = next(r for r in runs if runs[r] == "r2/student")
+    student = next(r for r in runs if runs[r] == "06 r2/student")
     assert tags[student]["data_hash.unlabeled"] == dvc_md5
     assert tags[student]["round"] == "r2" and tags[student]["dvc_stage"] == "student@r2"
     assert len(tags[student]["git_commit"]) == 40
     metrics = {k for (k,) in db.execute("SELECT DISTINCT key FROM metrics WHERE run_uuid = ?", (student,))}
     assert {"train/loss", "train/loss_u", "train/entropy", "pl/batch_mask_rate"} <= metrics
-    pseudo = next(r for r in runs if runs[r] == "r1/pseudolabel")
+    pseudo = next(r for r in runs if runs[r] == "03 r1/pseudolabel")
     pl_metrics = {k for (k,) in db.execute("SELECT DISTINCT key FROM metrics WHERE run_uuid = ?", (pseudo,))}
     assert {"pl/accepted", "ood/rejected", "pl/mean_confidence", "pl/precision", "pl/count/bag"} <= pl_metrics
+
+
+def client_of(path: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{path / 'mlflow.db'}")
+
+
+def stage_runs(client) -> dict[str, object]:
+    """The runs of the first pipeline execution by name without the position, e.g. 'r2/student'."""
+    exp = client.get_experiment_by_name("pseudo-labeling")
+    runs = client.search_runs(
+        [exp.experiment_id], "tags.kind = 'stage'", order_by=["attributes.start_time ASC"]
+    )
+    by_label = {}
+    for r in runs:
+        by_label.setdefault(r.info.run_name.split(" ", 1)[1], r)
+    return by_label
+
+
+def test_each_round_logs_its_figures_and_model(repo):
+    path, _ = repo
+    client = client_of(path)
+    runs = stage_runs(client)
+    for name in ("r1", "r2"):
+        files = {f.path for f in client.list_artifacts(runs[f"{name}/pseudolabel"].info.run_id, "figures")}
+        expected = {"confidence.png", "class_counts.png", "accepted_grid.png", "ood_scores.png"}
+        assert {f"figures/{f}" for f in expected | {"ood_rejects_grid.png"}} == files
+        tables = {f.path for f in client.list_artifacts(runs[f"{name}/pseudolabel"].info.run_id)}
+        assert f"{name}.parquet" in tables
+    evaluate = runs["evaluate"].info.run_id
+    for name in ("r0", "r1", "r2"):
+        files = {f.path for f in client.list_artifacts(evaluate, name)}
+        assert files == {f"{name}/{f}" for f in ("confusion.csv", "confusion.png", "reliability.png")}
+    png = Path(client.download_artifacts(evaluate, "r2/reliability.png", str(path.parent)))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    exp = client.get_experiment_by_name("pseudo-labeling")
+    logged = client.search_logged_models([exp.experiment_id])
+    sources = {m.source_run_id for m in logged}
+    assert {runs[f"{r}"].info.run_id for r in ("r0/teacher", "r1/student", "r2/student")} <= sources
+    system = {
+        k for k in client.get_run(runs["r1/student"].info.run_id).data.metrics if k.startswith("system/")
+    }
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system
+
+
+def test_final_student_is_registered_and_predict_labels_a_folder(repo, tmp_path):
+    path, env = repo
+    client = client_of(path)
+    version = client.get_model_version_by_alias("pseudo-labeling-classifier", "final")
+    dvc_md5 = yaml.safe_load((path / "data/unlabeled.dvc").read_text())["outs"][0]["md5"]
+    assert version.tags["round"] == "r2" and version.tags["data_hash.unlabeled"] == dvc_md5
+    assert version.tags["run_id"] == stage_runs(client)["r2/student"].info.run_id
+
+    out = tmp_path / "predictions.csv"
+    model = "pseudo-labeling-classifier@final"
+    cmd = [sys.executable, "-m", "pipeline", "predict", "data/test", "--model", model, "--out", str(out)]
+    printed = run(cmd, path, env)
+    assert "100 images labeled, 0 unreadable" in printed
+    predictions = pd.read_csv(out)
+    truth = predictions["path"].str.split("/").str[0]
+    accuracy = (predictions["label"] == truth).mean()
+    evaluated = json.loads((path / "metrics/eval.json").read_text())["r2"]["test/accuracy"]
+    assert accuracy == pytest.approx(evaluated, abs=0.011)  # the registered model is the evaluated one
+
+
+def test_compare_prints_the_rounds_of_the_latest_pipeline_run(repo, tmp_path):
+    path, env = repo
+    plot = tmp_path / "rounds.png"
+    out = run([sys.executable, "-m", "pipeline", "compare", "--plot", str(plot)], path, env)
+    results = json.loads((path / "metrics/eval.json").read_text())
+    rows = [line for line in out.splitlines() if line.startswith("│ r")]
+    assert [row.split()[1] for row in rows] == ["r0", "r1", "r2"]
+    assert f"{results['r2']['test/accuracy']:.2%}" in rows[2]
+    assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_second_repro_runs_nothing(repo):
@@ -215,7 +244,22 @@ def test_new_unlabeled_data_reruns_from_prepare_and_checkout_restores_the_first_
             (new_hash,),
         )
     }
-    assert {"prepare", "pretrain", "r0/teacher", "r2/student", "evaluate"} <= tagged
+    assert {"00 prepare", "01 pretrain", "02 r0/teacher", "06 r2/student", "07 evaluate"} <= tagged
+
+    client = client_of(path)
+    exp = client.get_experiment_by_name("pseudo-labeling")
+    parents = client.search_runs(
+        [exp.experiment_id], "tags.kind = 'pipeline'", order_by=["attributes.start_time"]
+    )
+    first, last = parents[0].info.run_id, parents[-1].info.run_id
+    plot = tmp_path / "two.png"
+    out = run(
+        [sys.executable, "-m", "pipeline", "compare", first[:8], last[:8], "--plot", str(plot)], path, env
+    )
+    assert f"[1] {first[:8]}" in out and f"[2] {last[:8]}" in out and plot.is_file()
+    after = json.loads((path / "metrics/eval.json").read_text())["r2"]
+    (r2,) = [line for line in out.splitlines() if line.startswith("│ r2")]
+    assert f"{after['test/accuracy']:.2%}" in r2 and f"{after['pl/accepted']:,.0f}" in r2
 
     run(["git", "add", "-A"], path, env)
     run(["git", "commit", "-qm", "new unlabeled images"], path, env)

@@ -9,6 +9,7 @@ from pipeline.metrics import (
     fpr_at_tpr,
     knn_accuracy,
     ood_auroc,
+    reliability_bins,
 )
 
 
@@ -23,6 +24,15 @@ def test_ece_zero_when_confidence_equals_accuracy():
     probs = np.array([[0.5, 0.5]] * 4)
     labels = np.array([0, 1, 0, 1])  # argmax is 0: right half of the time, at confidence 0.5
     assert expected_calibration_error(probs, labels, bins=10) == pytest.approx(0.0)
+
+
+def test_reliability_bins_hand_computed():
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.8, 0.2], [0.3, 0.7]])
+    labels = np.array([0, 1, 0, 1])
+    centers, accuracy, share = reliability_bins(probs, labels, bins=2)
+    # Bin (0, 0.5] is empty; bin (0.5, 1] holds all four, three of them right.
+    assert centers.tolist() == [0.25, 0.75]
+    assert accuracy.tolist() == [0.0, 0.75] and share.tolist() == [0.0, 1.0]
 
 
 def test_confusion_matrix_rows_are_true_classes():

@@ -51,18 +51,23 @@ MANIFEST_COLUMNS = [
 Image.MAX_IMAGE_PIXELS = 64_000_000
 
 
+class DataError(ValueError):
+    """The data folders cannot make a training set (no classes, an empty class, a test class not labeled…)."""
+
+
 @dataclass(frozen=True)
 class ScannedFile:
     split: str
     path: str  # relative to the split folder
     label: str
     full_path: Path
+    valid_name: bool = True  # False: the name is not valid UTF-8 (`path` shows its bytes escaped)
 
 
 def scan_folder(root: Path, split: str) -> list[ScannedFile]:
     """List files under a split folder in sorted order; labeled/test take the class from the first folder."""
     if not root.is_dir():
-        raise FileNotFoundError(f"{split} folder not found: {root}")
+        raise DataError(f"{split} folder not found: {root}")
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -75,15 +80,34 @@ def scan_folder(root: Path, split: str) -> list[ScannedFile]:
                 label = ""  # a file directly in labeled/ has no class: reported as an error below
             else:
                 label = rel.parts[0]
-            files.append(ScannedFile(split, rel.as_posix(), label, full))
+            if _utf8(rel.as_posix()):
+                files.append(ScannedFile(split, rel.as_posix(), label, full))
+            else:  # shown with its bytes escaped; quarantined by prepare
+                shown = os.fsencode(rel.as_posix()).decode("utf-8", "backslashreplace")
+                files.append(ScannedFile(split, shown, "", full, valid_name=False))
     return files
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # os functions give undecodable bytes of a name as lone surrogates
+        return False
 
 
 def decode_image(raw: bytes, image_size: int, channels: int) -> tuple[np.ndarray, tuple[int, int], str]:
     """Decode bytes to (H, W, C) uint8 at `image_size`, converted to L or RGB; returns pixels, size, mode."""
     import io
+    import warnings
 
-    with Image.open(io.BytesIO(raw)) as img:
+    with warnings.catch_warnings():  # PIL only warns between MAX_IMAGE_PIXELS and twice that: refuse both
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(raw))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise ValueError(f"image too large: {err}") from None
+    with img:
         img.load()
         size, mode = img.size, img.mode
         if mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grayscale: rescale to 8 bits, not clip
@@ -173,11 +197,20 @@ def prepare(
     files = [f for split in SPLITS for f in scan_folder(roots[split], split)]
     classes = sorted({f.label for f in files if f.split == "labeled" and f.label})
     if not classes:
-        raise ValueError(f"no class folders with images found in {roots['labeled']}")
+        raise DataError(f"no class folders with images found in {roots['labeled']}")
+    folders = [d.name for d in roots["labeled"].iterdir() if d.is_dir() and not d.name.startswith(".")]
+    bad_names = sorted(os.fsencode(n).decode("utf-8", "backslashreplace") for n in folders if not _utf8(n))
+    if bad_names:
+        raise DataError(
+            f"class folder name(s) in {roots['labeled']} not valid UTF-8: {bad_names}; rename them"
+        )
+    empty = sorted(set(folders) - set(classes))
+    if empty:
+        raise DataError(f"empty class folder(s) in {roots['labeled']}: {empty}; add images or remove them")
     test_classes = sorted({f.label for f in files if f.split == "test" and f.label})
     unknown = sorted(set(test_classes) - set(classes))
     if unknown:
-        raise ValueError(f"test classes not in labeled: {unknown} (labeled has {classes})")
+        raise DataError(f"test classes not in labeled: {unknown} (labeled has {classes})")
 
     decoder = decoder_id(image_size, channels)
     cache, versions = DecodeCache(out_dir, decoder), versions or {}
@@ -199,6 +232,9 @@ def prepare(
         rows.append(row)
         if Path(f.path).name.startswith("."):
             row.update(status="hidden", reason="hidden file")
+            continue
+        if not f.valid_name:
+            row.update(status="error", reason="file name is not valid UTF-8: rename the file")
             continue
         if f.split != "unlabeled" and not f.label:
             row.update(status="error", reason=f"file directly in {f.split}/, not in a class folder")
@@ -226,6 +262,13 @@ def prepare(
 
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     _mark_duplicates_and_leaks(manifest)
+    usable = manifest[(manifest["split"] == "labeled") & (manifest["status"] == "ok")]["label"]
+    unusable = sorted(set(classes) - set(usable))
+    if unusable:
+        raise DataError(
+            f"class(es) {unusable} have no usable labeled image (each needs at least one; see the reasons: "
+            f"{manifest[manifest['label'].isin(unusable)]['reason'].unique().tolist()[:3]})"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     del cache  # release the previous store's memory map before it is replaced
     tmp = out_dir / "images.npy.tmp"
@@ -254,7 +297,7 @@ def prepare(
 def channel_stats(manifest: pd.DataFrame, pixels: list[np.ndarray]) -> dict[str, list[float]]:
     train = manifest[(manifest["status"] == "ok") & manifest["split"].isin(["labeled", "unlabeled"])]
     if train.empty:
-        raise ValueError("no usable labeled or unlabeled image: nothing to train on")
+        raise DataError("no usable labeled or unlabeled image: nothing to train on")
     x = np.stack([pixels[i] for i in train["index"]]).astype(np.float64) / 255  # (N, H, W, C)
     return {"mean": x.mean(axis=(0, 1, 2)).tolist(), "std": np.maximum(x.std(axis=(0, 1, 2)), 1e-3).tolist()}
 

@@ -1,0 +1,65 @@
+"""A temporary git + DVC repository holding the pipeline and the committed fixture, for end-to-end tests."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = Path(__file__).parent / "fixtures" / "data"
+
+TINY = {  # small enough for seconds per stage on 2 CPU cores
+    "pretrain": {"epochs": 2, "batch_size": 64, "knn_test_images": 50},
+    "teacher": {"steps": 15, "batch_size": 16},
+    "pseudolabel": {"threshold": 0.15},
+    "student": {"steps": 15, "batch_labeled": 8, "batch_unlabeled": 24},
+    "rounds": {"r1": {"prev": "r0"}},
+}
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Nested update; `rounds` is replaced as a whole."""
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "rounds":
+            merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def make_repo(repo: Path, overrides: dict, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """Copy pipeline/, stages/, dvc.yaml, params.yaml (with TINY and `overrides`) and the fixture into
+    `repo`, `git init` + `dvc init` + `dvc add` the data and commit. Returns the environment to run in."""
+    repo.mkdir(parents=True)
+    for name in ("pipeline", "stages"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", repo)
+    params = merge(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY), overrides)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copytree(FIXTURE, repo / "data")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "PIPELINE_"))}
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+        PYTHONPATH=str(repo),
+        NO_ALBUMENTATIONS_UPDATE="1",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+        **(extra_env or {}),
+    )
+    run(["git", "init", "-q"], repo, env)
+    run(["dvc", "init", "-q"], repo, env)
+    run(["dvc", "add", "-q", "data/labeled", "data/unlabeled", "data/test", "data/analysis.csv"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "fixture"], repo, env)
+    return env
