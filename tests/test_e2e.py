@@ -27,7 +27,7 @@ ROUNDS = {  # r2 also checks a round override of the selection mode and the OOD 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     path = tmp_path_factory.mktemp("e2e") / "repo"
-    env = make_repo(path, ROUNDS)
+    env = make_repo(path, ROUNDS, {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"})  # runs last seconds here
     run(["dvc", "repro"], path, env)
     return path, env
 
