@@ -1,10 +1,10 @@
-"""Screenshot of the MLflow UI's compare view of the latest pipeline run's rounds, with headless Chromium.
+"""Screenshot of the MLflow UI compare view of the latest pipeline run's pseudolabel runs (headless Chromium).
 
 Starts `mlflow ui` on the repository's mlflow.db (or $MLFLOW_TRACKING_URI's server is used as it is), opens
-the compare view of the teacher and student runs of the latest pipeline run with an evaluation, and saves a
-PNG. Needs Debian's chromium (`apt-get install chromium`). Usage:
+the compare view of the pseudolabel runs of the latest pipeline run with an evaluation (their metrics have the
+same names every round), and saves a PNG. Needs Debian's chromium (`apt-get install chromium`). Usage:
 
-    python bench/ui_screenshot.py --out docs/img/mlflow_compare.png
+    python bench/ui_screenshot.py --out docs/img/mlflow_compare.png --size 1400,3400   # then cropped to the top 2050 px
 """
 
 from __future__ import annotations
@@ -72,7 +72,12 @@ def main() -> None:
         client = MlflowClient(uri)
         (latest,) = find_pipelines(client, params.mlflow.experiment, [])
         exp = client.get_experiment_by_name(params.mlflow.experiment)
-        runs = [r for r in latest.rounds["model run"] if r != "(cached)"]
+        children = client.search_runs(
+            [exp.experiment_id],
+            f"tags.mlflow.parentRunId = '{latest.run_id}' and tags.stage = 'pseudolabel'",
+            order_by=["attributes.start_time ASC"],
+        )
+        runs = [r.info.run_id for r in children]
         query = urllib.parse.urlencode(
             {"runs": json.dumps(runs), "experiments": json.dumps([exp.experiment_id])},
             quote_via=urllib.parse.quote,

@@ -74,7 +74,7 @@ def predict_folder(
     rows, pixels = [], []
     for f in files:
         try:
-            img, _, _ = decode_image(f.full_path.read_bytes(), metadata["image_size"], metadata["channels"])
+            img, _, _ = decode_image(f.read_bytes(), metadata["image_size"], metadata["channels"])
             pixels.append(img)
             rows.append({"path": f.path, "status": "ok", "reason": ""})
         except Exception as err:  # noqa: BLE001 - any decoder failure is reported per file

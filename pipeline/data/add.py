@@ -32,7 +32,7 @@ def known_hashes(roots: list[Path]) -> set[str]:
     for root in roots:
         if root.is_dir():
             for f in scan_folder(root, "unlabeled"):
-                hashes.add(hashlib.sha256(f.full_path.read_bytes()).hexdigest())
+                hashes.add(hashlib.sha256(f.read_bytes()).hexdigest())
     return hashes
 
 

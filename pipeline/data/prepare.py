@@ -60,30 +60,40 @@ class ScannedFile:
     split: str
     path: str  # relative to the split folder
     label: str
-    full_path: Path
+    full: str  # the file on disk
     valid_name: bool = True  # False: the name is not valid UTF-8 (`path` shows its bytes escaped)
+
+    @property
+    def full_path(self) -> Path:
+        return Path(self.full)
+
+    def read_bytes(self) -> bytes:
+        with open(self.full, "rb") as f:
+            return f.read()
 
 
 def scan_folder(root: Path, split: str) -> list[ScannedFile]:
-    """List files under a split folder in sorted order; labeled/test take the class from the first folder."""
+    """List files under a split folder in sorted order; labeled/test take the class from the first folder.
+
+    Plain strings rather than pathlib per file: scanning is a large share of an incremental prepare.
+    """
     if not root.is_dir():
         raise DataError(f"{split} folder not found: {root}")
     files = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    top = os.fspath(root)
+    for dirpath, dirnames, filenames in os.walk(top):
         dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, top).replace(os.sep, "/")
+        rel_dir = "" if rel_dir == "." else rel_dir
+        # unlabeled has no classes; a file directly in labeled/ or test/ has none either (an error later)
+        label = "" if split == "unlabeled" or not rel_dir else rel_dir.split("/", 1)[0]
         for name in sorted(filenames):
-            full = Path(dirpath) / name
-            rel = full.relative_to(root)
-            if split == "unlabeled":
-                label = ""
-            elif len(rel.parts) < 2:
-                label = ""  # a file directly in labeled/ has no class: reported as an error below
-            else:
-                label = rel.parts[0]
-            if _utf8(rel.as_posix()):
-                files.append(ScannedFile(split, rel.as_posix(), label, full))
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            full = os.path.join(dirpath, name)
+            if _utf8(rel):
+                files.append(ScannedFile(split, rel, label, full))
             else:  # shown with its bytes escaped; quarantined by prepare
-                shown = os.fsencode(rel.as_posix()).decode("utf-8", "backslashreplace")
+                shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
                 files.append(ScannedFile(split, shown, "", full, valid_name=False))
     return files
 
@@ -240,7 +250,7 @@ def prepare(
             row.update(status="error", reason=f"file directly in {f.split}/, not in a class folder")
             continue
         try:
-            raw = f.full_path.read_bytes()
+            raw = f.read_bytes()
         except OSError as err:
             row.update(status="error", reason=f"unreadable: {err.strerror or err}")
             continue
