@@ -4,7 +4,9 @@ Starts `mlflow ui` on the repository's mlflow.db (or $MLFLOW_TRACKING_URI's serv
 the compare view of the pseudolabel runs of the latest pipeline run with an evaluation (their metrics have the
 same names every round), and saves a PNG. Needs Debian's chromium (`apt-get install chromium`). Usage:
 
-    python bench/ui_screenshot.py --out docs/img/mlflow_compare.png --size 1400,3400   # then cropped to the top 2050 px
+    python bench/ui_screenshot.py --out docs/img/mlflow_compare.png --size 1400,3400
+
+docs/img/mlflow_compare.png is that screenshot cropped to its top 2050 pixels.
 """
 
 from __future__ import annotations
