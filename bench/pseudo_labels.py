@@ -222,6 +222,8 @@ def main() -> None:
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "pseudo_label_benchmark.md")
     args = parser.parse_args()
     command = "python bench/pseudo_labels.py " + " ".join(sys.argv[1:])
+    if args.quick:  # the supervised reference too
+        args.scratch_steps = min(args.scratch_steps, QUICK["teacher"]["steps"])
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     ood_default = base["pseudolabel"]["ood"]["method"]
 

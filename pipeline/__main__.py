@@ -136,6 +136,9 @@ def predict_command(folder: Path, model: str, out: Path) -> None:
     print(f"predict: {len(frame) - errors} images labeled, {errors} unreadable -> {out}")
 
 
+SHOWN = 5  # files listed per kind of problem by add-unlabeled
+
+
 def add_unlabeled_command(sources: list[Path], params_file: Path, into: str | None, dvc: bool) -> None:
     """Copy the new images among `sources` into paths.unlabeled and track the folder with `dvc add`."""
     from pipeline.config import ConfigError, load_params
@@ -149,10 +152,11 @@ def add_unlabeled_command(sources: list[Path], params_file: Path, into: str | No
         report = add_unlabeled(sources, unlabeled, known, into)
     except (ConfigError, FileNotFoundError, FileExistsError) as err:
         sys.exit(f"error: {err}")
-    for path, why in report.duplicates:
-        print(f"  duplicate  {path}: {why}")
-    for path, why in report.invalid:
-        print(f"  invalid    {path}: {why}")
+    for kind, items in (("duplicate", report.duplicates), ("invalid", report.invalid)):
+        for path, why in items[:SHOWN]:
+            print(f"  {kind:<10} {path}: {why}")
+        if len(items) > SHOWN:
+            print(f"  … and {len(items) - SHOWN} more {kind} files")
     print(
         f"add-unlabeled: {len(report.copied)} copied to {unlabeled / into}, "
         f"{len(report.duplicates)} duplicates, {len(report.invalid)} invalid, "

@@ -69,7 +69,11 @@ def find_pipelines(client, experiment: str, run_ids: list[str]) -> list[Pipeline
             rounds = pipeline_rounds(client, exp.experiment_id, parent)
             if rounds is not None:
                 return [rounds]
-        raise LookupError(f"no pipeline run with a finished evaluate stage in experiment '{experiment}'")
+        raise LookupError(
+            f"no pipeline run with a finished evaluate stage in experiment '{experiment}'. DVC skips "
+            "`evaluate` when its inputs match dvc.lock (e.g. in a fresh clone that reproduced the committed "
+            "models); `dvc repro --force --single-item evaluate` logs one in seconds"
+        )
     found = []
     for run_id in run_ids:
         matches = [p for p in parents if p.info.run_id.startswith(run_id)]

@@ -12,6 +12,7 @@ import os
 import subprocess
 import time
 import uuid
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -161,14 +162,18 @@ class StageRun:
         model.eval()
         with torch.no_grad():
             output = model(torch.from_numpy(example)).numpy()
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            input_example=example,
-            signature=infer_signature(example, output),
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],  # no slow requirement inference
-            metadata=metadata,
-        )
+        with warnings.catch_warnings():  # torch's pt2 packager warns about CPU weights it handles fine
+            warnings.filterwarnings("ignore", message="No complete tensor found in the group")
+            info = mlflow.pytorch.log_model(
+                model,
+                name="model",
+                input_example=example,
+                signature=infer_signature(example, output),
+                pip_requirements=[
+                    f"torch=={torch.__version__.split('+')[0]}"
+                ],  # no slow requirement inference
+                metadata=metadata,
+            )
         return info.model_uri
 
 
