@@ -94,18 +94,27 @@ def print_summary(params_file: Path) -> None:
     print_table(rounds_table(summary_rows(results, params.round_order(), run_ids)))
 
 
+def checked_tracking_uri() -> str:
+    """The tracking URI the stages use; raises TrackingUnreachable within seconds when its server is down."""
+    from pipeline.tracking import check_tracking_uri, project_root, tracking_uri
+
+    uri = tracking_uri(project_root())
+    check_tracking_uri(uri)
+    return uri
+
+
 def compare_command(run_ids: list[str], params_file: Path, plot: Path) -> None:
     """Print the rounds table of pipeline run(s) from MLflow and write the per-round plot."""
     from mlflow import MlflowClient
 
-    from pipeline.compare import compare_figure, compare_table, find_pipelines
+    from pipeline.compare import compare_table, find_pipelines
     from pipeline.config import ConfigError, load_params
+    from pipeline.figures import compare_figure
     from pipeline.summary import print_table
-    from pipeline.tracking import TrackingUnreachable, check_tracking_uri, project_root, tracking_uri
+    from pipeline.tracking import TrackingUnreachable
 
     try:
-        uri = tracking_uri(project_root())
-        check_tracking_uri(uri)
+        uri = checked_tracking_uri()
         runs = find_pipelines(MlflowClient(uri), load_params(params_file).mlflow.experiment, run_ids)
     except (ConfigError, TrackingUnreachable, LookupError) as err:
         sys.exit(f"error: {err}")
@@ -121,12 +130,10 @@ def predict_command(folder: Path, model: str, out: Path) -> None:
 
     from pipeline.checkpoint import atomic_write
     from pipeline.serving import load_registered, predict_folder
-    from pipeline.tracking import TrackingUnreachable, check_tracking_uri, project_root, tracking_uri
+    from pipeline.tracking import TrackingUnreachable
 
     try:
-        uri = tracking_uri(project_root())
-        check_tracking_uri(uri)
-        mlflow.set_tracking_uri(uri)
+        mlflow.set_tracking_uri(checked_tracking_uri())
         loaded, metadata = load_registered(model)
         frame = predict_folder(loaded, metadata, folder)
     except (TrackingUnreachable, MlflowException, FileNotFoundError, ValueError) as err:

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import pandas as pd
 from rich.table import Table
 
-METRICS = {  # column -> metric of the evaluate run
+from pipeline.summary import format_metric
+
+METRICS = {  # column -> metric of the evaluate run (named as in the rounds table of `summary`)
     "test accuracy": "test/accuracy",
     "ECE": "test/ece",
     "PL accepted": "pl/accepted",
@@ -87,16 +89,6 @@ def find_pipelines(client, experiment: str, run_ids: list[str]) -> list[Pipeline
     return found
 
 
-def _fmt(column: str, value) -> str:
-    if value is None or value != value:
-        return "-"
-    if column in ("test accuracy", "PL precision"):
-        return f"{value:.2%}"
-    if column == "ECE":
-        return f"{value:.3f}"
-    return f"{value:,.0f}"
-
-
 def compare_table(runs: list[PipelineRounds]) -> Table:
     """One run: its rounds table. Two or more: each metric side by side, one column per pipeline run."""
     if len(runs) == 1:
@@ -106,7 +98,7 @@ def compare_table(runs: list[PipelineRounds]) -> Table:
         for column in [*METRICS, "model run"]:
             table.add_column(column, justify="left" if column == "model run" else "right")
         for name, row in run.rounds.iterrows():
-            table.add_row(name, *(_fmt(c, row[c]) for c in METRICS), str(row["model run"]))
+            table.add_row(name, *(format_metric(METRICS[c], row[c]) for c in METRICS), str(row["model run"]))
         return table
     table = Table(
         title="  vs  ".join(f"[{i}] {r.run_id[:8]}" for i, r in enumerate(runs, 1)), title_justify="left"
@@ -119,27 +111,9 @@ def compare_table(runs: list[PipelineRounds]) -> Table:
     names = list(dict.fromkeys(name for r in runs for name in r.rounds.index))
     for name in names:
         cells = [
-            _fmt(column, r.rounds.loc[name, column] if name in r.rounds.index else None)
+            format_metric(METRICS[column], r.rounds.loc[name, column] if name in r.rounds.index else None)
             for column in shown
             for r in runs
         ]
         table.add_row(name, *cells)
     return table
-
-
-def compare_figure(runs: list[PipelineRounds]):
-    """Test accuracy, pseudo-label precision and accepted count per round, one line per pipeline run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for i, run in enumerate(runs, 1):
-        x = list(run.rounds.index)
-        for ax, column in zip(axes, ("test accuracy", "PL precision", "PL accepted"), strict=True):
-            ax.plot(x, run.rounds[column].astype(float), marker="o", label=f"[{i}] {run.run_id[:8]}")
-            ax.set(title=column, xlabel="round")
-    axes[0].legend()
-    fig.tight_layout()
-    return fig

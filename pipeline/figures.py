@@ -1,7 +1,8 @@
 """Figures a person would rather look at than read: one function per figure, each returns a matplotlib Figure.
 
 The pseudolabel stage logs the round's confidence histogram, OOD-score histogram, per-class counts and image
-grids; the evaluate stage logs each round's confusion matrix and reliability diagram. Rendering uses the
+grids; the evaluate stage logs each round's confusion matrix and reliability diagram; `compare` plots rounds
+side by side. Rendering uses the
 non-interactive Agg backend, so no screen is needed.
 """
 
@@ -204,3 +205,17 @@ def evaluation_figures(
             probs, labels, bins, f"{round_name}: reliability"
         ),
     }
+
+
+def compare_figure(runs) -> Figure:
+    """Test accuracy, pseudo-label precision and accepted count per round, one line per pipeline run
+    (`runs`: pipeline.compare.PipelineRounds)."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for i, run in enumerate(runs, 1):
+        x = list(run.rounds.index)
+        for ax, column in zip(axes, ("test accuracy", "PL precision", "PL accepted"), strict=True):
+            ax.plot(x, run.rounds[column].astype(float), marker="o", label=f"[{i}] {run.run_id[:8]}")
+            ax.set(title=column, xlabel="round")
+    axes[0].legend()
+    fig.tight_layout()
+    return fig

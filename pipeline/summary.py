@@ -8,21 +8,30 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.metrics import accuracy, confusion_matrix, expected_calibration_error
-from pipeline.pseudo.select import softmax
+
+FORMATS = {  # how the tables print each per-round metric
+    "test/accuracy": "{:.2%}",
+    "test/ece": "{:.3f}",
+    "pl/accepted": "{:,.0f}",
+    "ood/rejected": "{:,.0f}",
+    "pl/precision": "{:.2%}",
+}
 
 
-def test_metrics(
-    logits: np.ndarray, labels: np.ndarray, ece_bins: int
-) -> tuple[dict[str, float], np.ndarray]:
-    """Test accuracy and ECE of one model, and its confusion matrix."""
-    probs = softmax(logits)
+def format_metric(key: str, value) -> str:
+    """`value` as the tables print metric `key`; '-' when missing or NaN."""
+    return "-" if value is None or value != value else FORMATS[key].format(value)
+
+
+def test_metrics(probs: np.ndarray, labels: np.ndarray, ece_bins: int) -> tuple[dict[str, float], np.ndarray]:
+    """Test accuracy and ECE of one model from its softmax probabilities, and its confusion matrix."""
     pred = probs.argmax(axis=1)
     metrics = {
         "test/accuracy": accuracy(pred, labels),
         "test/ece": expected_calibration_error(probs, labels, ece_bins),
         "test/images": float(len(labels)),
     }
-    return metrics, confusion_matrix(pred, labels, logits.shape[1])
+    return metrics, confusion_matrix(pred, labels, probs.shape[1])
 
 
 def rounds_curve(rows: list[dict]) -> pd.DataFrame:
@@ -65,18 +74,11 @@ def rounds_table(rows: list[dict]) -> Table:
     ]:
         table.add_column(col, justify=justify)
 
-    def fmt(row: dict, key: str, pattern: str) -> str:
-        return pattern.format(row[key]) if key in row and row[key] == row[key] else "-"
-
     for row in rows:
         table.add_row(
             row["round"],
             row["model"],
-            fmt(row, "test/accuracy", "{:.2%}"),
-            fmt(row, "test/ece", "{:.3f}"),
-            fmt(row, "pl/accepted", "{:,.0f}"),
-            fmt(row, "ood/rejected", "{:,.0f}"),
-            fmt(row, "pl/precision", "{:.2%}"),
+            *(format_metric(key, row.get(key)) for key in FORMATS),
             row.get("run_id", "-") or "-",
         )
     return table

@@ -144,7 +144,7 @@ class StageRun:
         mlflow.log_text(frame.to_csv(), artifact_file)
 
     def log_figure(self, figure, artifact_file: str) -> None:
-        """A matplotlib figure as a PNG artifact, e.g. 'figures/confusion_r1.png'; the figure is closed."""
+        """A matplotlib figure as a PNG artifact, e.g. 'figures/confidence.png'; the figure is closed."""
         import matplotlib.pyplot as plt
         import mlflow
 
@@ -162,6 +162,7 @@ class StageRun:
         model.eval()
         with torch.no_grad():
             output = model(torch.from_numpy(example)).numpy()
+        requirements = [f"torch=={torch.__version__.split('+')[0]}"]  # given: no slow requirement inference
         with warnings.catch_warnings():  # torch's pt2 packager warns about CPU weights it handles fine
             warnings.filterwarnings("ignore", message="No complete tensor found in the group")
             info = mlflow.pytorch.log_model(
@@ -169,9 +170,7 @@ class StageRun:
                 name="model",
                 input_example=example,
                 signature=infer_signature(example, output),
-                pip_requirements=[
-                    f"torch=={torch.__version__.split('+')[0]}"
-                ],  # no slow requirement inference
+                pip_requirements=requirements,
                 metadata=metadata,
             )
         return info.model_uri

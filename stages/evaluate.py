@@ -29,7 +29,8 @@ def main() -> None:
         for step, round_name in enumerate(order):
             model, _ = load_classifier(Path(paths.rounds) / round_name / "model.pt")
             logits, _ = predict(model, data.images, test.index)
-            metrics, confusion = test_metrics(logits, test.labels, params.evaluate.ece_bins)
+            probs = softmax(logits)
+            metrics, confusion = test_metrics(probs, test.labels, params.evaluate.ece_bins)
             table_path = Path(paths.pseudolabels) / f"{round_name}.parquet"
             if table_path.is_file():
                 metrics.update(pseudo_label_stats(pd.read_parquet(table_path), data.classes, truth))
@@ -40,9 +41,7 @@ def main() -> None:
                 f"{round_name}/confusion.csv",
             )
             bins = params.evaluate.ece_bins
-            figures = evaluation_figures(
-                confusion, softmax(logits), test.labels, data.classes, bins, round_name
-            )
+            figures = evaluation_figures(confusion, probs, test.labels, data.classes, bins, round_name)
             for name, figure in figures.items():
                 run.log_figure(figure, name)
         first, last = results[order[0]]["test/accuracy"], results[order[-1]]["test/accuracy"]

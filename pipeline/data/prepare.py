@@ -93,8 +93,7 @@ def scan_folder(root: Path, split: str) -> list[ScannedFile]:
             if _utf8(rel):
                 files.append(ScannedFile(split, rel, label, full))
             else:  # shown with its bytes escaped; quarantined by prepare
-                shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
-                files.append(ScannedFile(split, shown, "", full, valid_name=False))
+                files.append(ScannedFile(split, _shown(rel), "", full, valid_name=False))
     return files
 
 
@@ -104,6 +103,11 @@ def _utf8(name: str) -> bool:
         return True
     except UnicodeEncodeError:  # os functions give undecodable bytes of a name as lone surrogates
         return False
+
+
+def _shown(name: str) -> str:
+    """A name with undecodable bytes, printable: those bytes as \\xNN escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def decode_image(raw: bytes, image_size: int, channels: int) -> tuple[np.ndarray, tuple[int, int], str]:
@@ -209,7 +213,7 @@ def prepare(
     if not classes:
         raise DataError(f"no class folders with images found in {roots['labeled']}")
     folders = [d.name for d in roots["labeled"].iterdir() if d.is_dir() and not d.name.startswith(".")]
-    bad_names = sorted(os.fsencode(n).decode("utf-8", "backslashreplace") for n in folders if not _utf8(n))
+    bad_names = sorted(_shown(n) for n in folders if not _utf8(n))
     if bad_names:
         raise DataError(
             f"class folder name(s) in {roots['labeled']} not valid UTF-8: {bad_names}; rename them"
