@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import sys
 import time
@@ -81,7 +82,7 @@ def run_setting(name: str, args, base: dict, seed: int, demo: dict, ood: str, re
     stage times are added to this setting's, so the minutes compare with a full run.
     """
     out = args.out / name
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     params = setting_params(base, out, seed, args.rounds, ood, args.quick)
     if reuse is None:
         export_demo(out / "data", args.idx_dir, seed=seed, force=True, n_test=args.test, **demo)
@@ -106,13 +107,21 @@ def run_setting(name: str, args, base: dict, seed: int, demo: dict, ood: str, re
         shared = ("export", "prepare", "pretrain", "teacher", "supervised")
         shared_seconds = sum(reuse["stage_seconds"][k] for k in shared)
     result = {
-        "name": name, "seed": seed, "ood": ood, **{k: v for k, v in demo.items() if k != "classes"},
+        "name": name, "seed": seed, "ood": ood, "demo": demo,
+        **{k: v for k, v in demo.items() if k != "classes"},
         "rounds": json.loads((out / "metrics" / "eval.json").read_text()), "supervised": supervised,
-        "seconds": time.perf_counter() - start + shared_seconds, "stage_seconds": seconds, "params": params,
+        "seconds": time.perf_counter() - start + shared_seconds, "cpu_seconds": cpu_seconds() - cpu_start,
+        "load_average": os.getloadavg(), "stage_seconds": seconds, "params": params,
     }  # fmt: skip
     print(f"{name}: supervised {supervised:.2%}, " + ", ".join(
         f"{r} {m['test/accuracy']:.2%}" for r, m in result["rounds"].items()), flush=True)  # fmt: skip
     return result
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the stage scripts)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def mean_std(values: list[float], percent: bool = True) -> str:
@@ -198,6 +207,10 @@ def markdown(results: list[dict], args, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def setting_key(part: str, seed: int, demo: dict) -> str:
+    return json.dumps([part, seed, demo], sort_keys=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -220,8 +233,11 @@ def main() -> None:
     parser.add_argument("--idx-dir", type=Path, default=DEBIAN_IDX_DIR)
     parser.add_argument("--out", type=Path, default=ROOT / "bench_out" / "pseudo_labels")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "pseudo_label_benchmark.md")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the settings already in --out/results.json"
+    )
     args = parser.parse_args()
-    command = "python bench/pseudo_labels.py " + " ".join(sys.argv[1:])
+    command = "python bench/pseudo_labels.py " + " ".join(a for a in sys.argv[1:] if a != "--resume")
     if args.quick:  # the supervised reference too
         args.scratch_steps = min(args.scratch_steps, QUICK["teacher"]["steps"])
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -240,13 +256,21 @@ def main() -> None:
                         "classes": KNOWN, "mismatch": share}  # fmt: skip
                 settings.append(("mismatch", f"mismatch{round(100 * share)}-{ood}", args.seeds[0], demo, ood))
 
-    results, first_of = [], {}
+    settings.sort(key=lambda s: (s[2], s[0] == "mismatch"))  # one seed of everything first
+    results_file = args.out / "results.json"
+    results = json.loads(results_file.read_text()) if args.resume and results_file.is_file() else []
+    done = {r["name"] for r in results}
+    first_of = {}  # same part, data and seed: the first setting's stages up to r0 are shared
+    for result in results:
+        first_of.setdefault(setting_key(result["part"], result["seed"], result["demo"]), result)
     for part, name, seed, demo, ood in settings:
-        key = (part, seed, json.dumps(demo, sort_keys=True))  # same data and seed: share stages up to r0
+        if name in done:
+            continue
+        key = setting_key(part, seed, demo)
         result = run_setting(name, args, base, seed, demo, ood, reuse=first_of.get(key))
-        first_of.setdefault(key, result)
+        first_of.setdefault(key, {"part": part, **result})
         results.append({"part": part, **result})
-        (args.out / "results.json").write_text(json.dumps(results, indent=1))
+        results_file.write_text(json.dumps(results, indent=1))
         write_doc(args.doc, markdown(results, args, command))
     print(markdown(results, args, command))
 
