@@ -63,6 +63,7 @@ def setting_params(base: dict, out: Path, seed: int, rounds: int, ood: str, quic
             "analysis": "data/analysis.csv"}  # fmt: skip
     for key in params["paths"]:
         params["paths"][key] = str(out / data.get(key, key))
+    params["checkpoints"]["dir"] = str(out / ".checkpoints")
     params["rounds"] = {f"r{k}": {"prev": f"r{k - 1}"} for k in range(1, rounds + 1)}
     params["mlflow"]["experiment"] = "pseudo-label-benchmark"
     params["pseudolabel"]["ood"]["method"] = ood

@@ -58,6 +58,7 @@ def method_params(base: dict, method: str, epochs: int, rounds: int, out: Path) 
     params["pretrain"].update(method=method, epochs=epochs)
     for key in ("encoder", "rounds", "pseudolabels", "metrics", "plots"):
         params["paths"][key] = str(out / key)
+    params["checkpoints"]["dir"] = str(out / ".checkpoints")
     params["rounds"] = {f"r{k}": {"prev": f"r{k - 1}"} for k in range(1, rounds + 1)}
     params["mlflow"]["experiment"] = "ssl-benchmark"
     return params

@@ -128,7 +128,7 @@ def predict_command(folder: Path, model: str, out: Path) -> None:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from pipeline.checkpoint import atomic_write
+    from pipeline.files import write_csv
     from pipeline.serving import load_registered, predict_folder
     from pipeline.tracking import TrackingUnreachable
 
@@ -138,7 +138,7 @@ def predict_command(folder: Path, model: str, out: Path) -> None:
         frame = predict_folder(loaded, metadata, folder)
     except (TrackingUnreachable, MlflowException, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
-    atomic_write(out, lambda p: frame.to_csv(p, index=False))
+    write_csv(out, frame)
     errors = int((frame["status"] != "ok").sum())
     print(f"predict: {len(frame) - errors} images labeled, {errors} unreadable -> {out}")
 

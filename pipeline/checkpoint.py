@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 import io
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pipeline.files import atomic_write
 from pipeline.models import Architecture, Classifier, Encoder, build_classifier, build_encoder
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write via `write(tmp_path)` then rename, so a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write(Path(path), lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
 
 
 def save_model(path: Path, model: torch.nn.Module, arch: Architecture, **extra: Any) -> None:

@@ -241,6 +241,15 @@ class EvaluateConfig(Section):
     ece_bins: int = Field(ge=2)
 
 
+class CheckpointsConfig(Section):
+    """Resume points of the training stages (pipeline.resume); not in dvc.yaml, so changes rerun nothing."""
+
+    dir: str = Field(min_length=1, description="folder of resume points; not a DVC output")
+    every_steps: int = Field(
+        ge=1, description="teacher, student: one every this many steps (pretrain: epoch)"
+    )
+
+
 class MlflowConfig(Section):
     experiment: str = Field(min_length=1)
     registered_model: str = Field(min_length=1)  # the final round's student is registered under this name
@@ -255,6 +264,7 @@ class Params(Section):
     data: DataConfig
     model: ModelConfig
     mlflow: MlflowConfig
+    checkpoints: CheckpointsConfig
     pretrain: PretrainConfig
     teacher: TeacherConfig
     pseudolabel: PseudolabelConfig

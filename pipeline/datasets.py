@@ -34,15 +34,19 @@ class Views(Dataset):
         return [to_tensor(t(image=img)["image"]) for t in self.transforms], i
 
 
-def endless_loader(dataset: Dataset, batch_size: int, num_samples: int, seed: int) -> DataLoader:
-    """Sample `num_samples` items with replacement in batches, in an order fixed by `seed`.
+def endless_loader(
+    dataset: Dataset, batch_size: int, num_samples: int, seed: int, skip_batches: int = 0
+) -> DataLoader:
+    """Sample `num_samples` items with replacement in batches, in an order fixed by `seed`, leaving out the
+    first `skip_batches` batches (a resumed run: the same order from there on).
 
     Augmentation runs in this process (num_workers=0) so albumentations' seeded generators make the
     augmented images repeatable from run to run.
     """
     generator = torch.Generator().manual_seed(seed)
     sampler = RandomSampler(dataset, replacement=True, num_samples=num_samples, generator=generator)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0, drop_last=True)
+    order = list(sampler)[skip_batches * batch_size :]
+    return DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=0, drop_last=True)
 
 
 def epoch_loader(dataset: Dataset, batch_size: int, seed: int) -> DataLoader:

@@ -13,6 +13,7 @@ from pipeline.config import PretrainConfig
 from pipeline.datasets import Views, epoch_loader, image_batches
 from pipeline.metrics import effective_rank, knn_accuracy
 from pipeline.models import Encoder
+from pipeline.resume import History, ResumePoint
 from pipeline.schedules import warmup_cosine
 from pipeline.ssl_methods import build_method
 from pipeline.train import LogFn, check_finite
@@ -75,13 +76,15 @@ def pretrain(
     seed: int,
     monitor: KnnMonitor | None,
     log: LogFn,
+    resume: ResumePoint | None = None,
 ) -> dict[str, float]:
     """Self-supervised pretraining of `encoder` with `cfg.method` on the images `index` of the store.
 
     SGD with Nesterov momentum, lr = cfg.lr * lr_scale (of the method) * batch / 256, one warm-up epoch then
-    cosine decay. Logs, per
-    epoch, the mean loss and the method's own values, the kNN accuracy and the representation health (std,
-    effective rank), and stops with CollapseError when the representation collapses.
+    cosine decay. Logs, per epoch, the mean loss and the method's own values, the kNN accuracy and the
+    representation health (std, effective rank), and stops with CollapseError when the representation
+    collapses. With `resume`, start from its saved state if it has one and write one every `resume.every`
+    epochs.
     """
     batch = min(cfg.batch_size, len(index))
     if batch < 2:
@@ -92,14 +95,19 @@ def pretrain(
     peak = cfg.lr * cfg.method_config().lr_scale * batch / 256
     opt = torch.optim.SGD(trainable, lr=peak, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     policy = cfg.method_config().views
-    views = Views(
-        images, index, [augment.ssl_view(policy, image_size, seed + v) for v in range(method.n_views)]
-    )
+    transforms = [augment.ssl_view(policy, image_size, seed + v) for v in range(method.n_views)]
+    views = Views(images, index, transforms)
     total = cfg.epochs * steps_per_epoch
     warmup = min(steps_per_epoch, total // 10)
+    modules = {"encoder": encoder, "method": method, "optimizer": opt}
+    saved = resume.load() if resume else None
+    if saved:
+        resume.restore(saved, modules, transforms)  # each epoch's loader has its own generator
+    history = History(log, saved["history"] if saved else None)
+    first = saved["step"] if saved else 0
     summary: dict[str, float] = {}
-    step = 0
-    for epoch in range(cfg.epochs):
+    step = first * steps_per_epoch
+    for epoch in range(first, cfg.epochs):
         encoder.train()
         method.train()
         epoch_logs: dict[str, list[float]] = {}
@@ -110,7 +118,7 @@ def pretrain(
             for group in opt.param_groups:
                 group["lr"] = warmup_cosine(step, total, peak, warmup_steps=warmup)
             loss, logs = method.loss(encoder, list(batch_views), step)
-            check_finite(loss, step, f"pretrain ({cfg.method}) epoch {epoch + 1}")
+            check_finite(loss, f"pretrain ({cfg.method})", epoch + 1, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -133,5 +141,7 @@ def pretrain(
                     k=monitor.k,
                 )
             check_collapse(summary, epoch + 1)
-        log(summary, epoch + 1)
+        history(summary, epoch + 1)
+        if resume and resume.due(epoch + 1, cfg.epochs):
+            resume.save_state(epoch + 1, modules, transforms, history)
     return summary

@@ -88,7 +88,7 @@ class MoCo(SSLMethod):
         self.cfg, self.head = cfg, mlp(encoder.feature_dim, encoder.feature_dim, dim)
         self.key_encoder, self.key_head = frozen_copy(encoder), frozen_copy(self.head)
         self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_size, dim), dim=1))
-        self.pointer = 0
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))  # a buffer: resume points keep it
 
     def loss(self, encoder, views, step):
         q = self.head(encoder(views[0]))
@@ -102,7 +102,7 @@ class MoCo(SSLMethod):
     def _enqueue(self, keys: torch.Tensor) -> None:
         idx = (self.pointer + torch.arange(len(keys))) % len(self.queue)
         self.queue[idx] = keys
-        self.pointer = int(idx[-1] + 1) % len(self.queue)
+        self.pointer.fill_(int(idx[-1] + 1) % len(self.queue))
 
     def after_step(self, encoder, step, total_steps):
         ema_update(self.key_encoder, encoder, self.cfg.momentum)
@@ -223,6 +223,12 @@ class MaskedImageModel(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.decoder = PixelDecoder(feature_dim, channels)
         self.generator = torch.Generator().manual_seed(0)
+
+    def get_extra_state(self) -> torch.Tensor:  # the mask generator's state goes into state_dict()
+        return self.generator.get_state()
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
 
     def loss(self, encoder: Encoder, images: torch.Tensor) -> torch.Tensor:
         b, _, h, w = images.shape

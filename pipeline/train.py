@@ -19,6 +19,7 @@ from pipeline.datasets import Views, endless_loader, image_batches
 from pipeline.losses.semi import entropy_minimization, weighted_soft_cross_entropy
 from pipeline.models import Classifier
 from pipeline.pseudo.select import softmax
+from pipeline.resume import History, ResumePoint
 from pipeline.schedules import linear_ramp, warmup_cosine
 
 LogFn = Callable[[dict[str, float], int], None]
@@ -32,10 +33,22 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True)
 
 
-def check_finite(loss: torch.Tensor, step: int, stage: str) -> None:
-    if not math.isfinite(loss.item()):
-        raise FloatingPointError(
-            f"{stage}: loss is {loss.item()} at step {step}; stopping (no output written)"
+DIVERGED = 1e6  # a loss above this has diverged: every loss of the pipeline starts below about 1e3
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite or exceeded DIVERGED; the stage stops without writing its outputs."""
+
+
+def check_finite(loss: torch.Tensor, stage: str, epoch: int, step: int) -> None:
+    """Stop with a message naming the stage, epoch and step when the loss is NaN, infinite or diverged.
+    The stage's last resume point is left as it was."""
+    value = loss.item()
+    if not math.isfinite(value) or abs(value) > DIVERGED:
+        state = "diverged to" if math.isfinite(value) else "is"
+        raise TrainingDiverged(
+            f"{stage}: loss {state} {value:.4g} at epoch {epoch}, step {step}; stopped without writing "
+            "the stage's outputs (its last resume point is kept). Try a lower learning rate."
         )
 
 
@@ -82,28 +95,40 @@ def fit_teacher(
     image_size: int,
     seed: int,
     log: LogFn,
+    resume: ResumePoint | None = None,
     log_every: int = 25,
 ) -> dict[str, float]:
-    """Fine-tune encoder + linear head on the labeled images with weak augmentation (cross-entropy)."""
+    """Fine-tune encoder + linear head on the labeled images with weak augmentation (cross-entropy).
+    With `resume`, start from its saved state if it has one and write one every `resume.every` steps."""
     frozen = cfg.encoder_lr_scale == 0
     model.encoder.requires_grad_(not frozen)
     opt = _sgd(model, cfg.lr, cfg.weight_decay, cfg.encoder_lr_scale)
-    data = _Indexed(Views(images, labeled.index, [augment.weak(image_size, seed)]), label=labeled.labels)
-    loader = endless_loader(data, cfg.batch_size, cfg.steps * cfg.batch_size, seed)
+    weak = augment.weak(image_size, seed)
+    data = _Indexed(Views(images, labeled.index, [weak]), label=labeled.labels)
+    saved = resume.load() if resume else None
+    start = saved["step"] if saved else 0
+    batches = iter(endless_loader(data, cfg.batch_size, cfg.steps * cfg.batch_size, seed, start))
+    modules = {"model": model, "optimizer": opt}
+    if saved:
+        resume.restore(saved, modules, [weak])
+    history = History(log, saved["history"] if saved else None)
     model.train()
     if frozen:
         model.encoder.eval()  # a frozen encoder keeps its BatchNorm statistics too
     last: dict[str, float] = {}
-    for step, (x, arrays) in enumerate(tqdm(loader, desc="teacher", unit="step", mininterval=1.0)):
+    progress = tqdm(batches, total=cfg.steps, initial=start, desc="teacher", unit="step", mininterval=1.0)
+    for step, (x, arrays) in enumerate(progress, start=start):
         _set_lr(opt, warmup_cosine(step, cfg.steps, cfg.lr, warmup_steps=cfg.steps // 20))
         loss = F.cross_entropy(model(x), arrays["label"])
-        check_finite(loss, step, "teacher")
+        check_finite(loss, "teacher", 1 + step * cfg.batch_size // len(data), step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % log_every == 0 or step == cfg.steps - 1:
             last = {"train/loss": loss.item(), "train/lr": opt.param_groups[0]["lr"]}
-            log(last, step)
+            history(last, step)
+        if resume and resume.due(step + 1, cfg.steps):
+            resume.save_state(step + 1, modules, [weak], history)
     model.encoder.requires_grad_(True)
     return last
 
@@ -117,6 +142,7 @@ def fit_student(
     image_size: int,
     seed: int,
     log: LogFn,
+    resume: ResumePoint | None = None,
     log_every: int = 25,
 ) -> dict[str, float]:
     """Noisy-student training on labeled + pseudo-labeled images, both strongly augmented, in one batch:
@@ -124,25 +150,36 @@ def fit_student(
         loss = CE(labeled) + unlabeled_weight * weighted_soft_CE(pseudo) + lambda(step) * H(unlabeled)
 
     Noise: strong augmentation here, dropout and stochastic depth inside the model (train mode).
+    With `resume`, start from its saved state if it has one and write one every `resume.every` steps.
     """
     if len(pseudo.index) == 0:
         raise ValueError("student: no unlabeled image passed the OOD filter; nothing to train on")
     opt = _sgd(model, cfg.lr, cfg.weight_decay, 1.0)
-    noisy = augment.strong(cfg.strong, image_size, seed)
-    lab = _Indexed(Views(images, labeled.index, [noisy]), label=labeled.labels)
+    transforms = [
+        augment.strong(cfg.strong, image_size, seed),
+        augment.strong(cfg.strong, image_size, seed + 1),
+    ]
+    lab = _Indexed(Views(images, labeled.index, transforms[:1]), label=labeled.labels)
     unl = _Indexed(
-        Views(images, pseudo.index, [augment.strong(cfg.strong, image_size, seed + 1)]),
+        Views(images, pseudo.index, transforms[1:]),
         target=pseudo.targets.astype(np.float32),
         weight=pseudo.weights.astype(np.float32),
     )
-    lab_loader = endless_loader(lab, cfg.batch_labeled, cfg.steps * cfg.batch_labeled, seed)
-    unl_loader = endless_loader(unl, cfg.batch_unlabeled, cfg.steps * cfg.batch_unlabeled, seed + 1)
+    saved = resume.load() if resume else None
+    start = saved["step"] if saved else 0
+    lab_loader = endless_loader(lab, cfg.batch_labeled, cfg.steps * cfg.batch_labeled, seed, start)
+    unl_loader = endless_loader(unl, cfg.batch_unlabeled, cfg.steps * cfg.batch_unlabeled, seed + 1, start)
+    batches = zip(lab_loader, unl_loader, strict=True)  # creates both iterators, in this order
+    modules = {"model": model, "optimizer": opt}
+    if saved:
+        resume.restore(saved, modules, transforms)
+    history = History(log, saved["history"] if saved else None)
     ramp = round(cfg.entropy_warmup * cfg.steps)
     model.train()
     last: dict[str, float] = {}
-    batches = zip(lab_loader, unl_loader, strict=True)
     for step, ((xl, al), (xu, au)) in enumerate(
-        tqdm(batches, total=cfg.steps, desc="student", unit="step", mininterval=1.0)
+        tqdm(batches, total=cfg.steps, initial=start, desc="student", unit="step", mininterval=1.0),
+        start=start,
     ):
         _set_lr(opt, warmup_cosine(step, cfg.steps, cfg.lr, warmup_steps=cfg.steps // 20))
         logits = model(torch.cat([xl, xu]))
@@ -152,7 +189,7 @@ def fit_student(
         lam = linear_ramp(step, ramp, cfg.entropy_weight)
         loss_ent = entropy_minimization(logits_u, torch.ones(len(xu)))
         loss = loss_l + cfg.unlabeled_weight * loss_u + lam * loss_ent
-        check_finite(loss, step, "student")
+        check_finite(loss, "student", 1 + step * cfg.batch_labeled // len(lab), step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -166,7 +203,9 @@ def fit_student(
                 "train/lr": opt.param_groups[0]["lr"],
                 "pl/batch_mask_rate": float((au["weight"] > 0).float().mean()),
             }
-            log(last, step)
+            history(last, step)
+        if resume and resume.due(step + 1, cfg.steps):
+            resume.save_state(step + 1, modules, transforms, history)
     return last
 
 

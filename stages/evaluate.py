@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.checkpoint import load_classifier, write_json
+from pipeline.checkpoint import load_classifier
 from pipeline.data.store import load_prepared
 from pipeline.figures import evaluation_figures
+from pipeline.files import write_csv, write_json
 from pipeline.pseudo.report import pseudo_label_stats, read_analysis_labels
 from pipeline.pseudo.select import softmax
 from pipeline.stage import start
@@ -48,10 +49,7 @@ def main() -> None:
         run.log({"eval/final_accuracy": last, "eval/gain_over_teacher": last - first}, 0)
 
     write_json(Path(paths.metrics) / "eval.json", results)
-    Path(paths.plots).mkdir(parents=True, exist_ok=True)
-    rounds_curve(summary_rows(results, order, run_ids={})).to_csv(
-        Path(paths.plots) / "rounds.csv", index=False
-    )
+    write_csv(Path(paths.plots) / "rounds.csv", rounds_curve(summary_rows(results, order, run_ids={})))
     print(
         f"evaluate: {order[-1]} test accuracy {last:.2%} ({last - first:+.2%} over the teacher); "
         "the rounds table: python -m pipeline summary"

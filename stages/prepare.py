@@ -5,8 +5,8 @@ from pathlib import Path
 
 from rich import print
 
-from pipeline.checkpoint import write_json
 from pipeline.data.prepare import DataError, prepare
+from pipeline.files import write_json
 from pipeline.stage import start
 from pipeline.tracking import dvc_data_hash, stage_run
 

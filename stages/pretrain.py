@@ -5,9 +5,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.checkpoint import save_model, write_json
+from pipeline.checkpoint import save_model
 from pipeline.data.store import load_prepared
+from pipeline.files import write_csv, write_json
 from pipeline.models import Architecture, build_encoder
+from pipeline.resume import stage_resume_point
 from pipeline.ssl import KnnMonitor, pretrain
 from pipeline.stage import start
 from pipeline.tracking import stage_run
@@ -25,6 +27,9 @@ def main() -> None:
     arch = Architecture(channels=params.data.channels, width=params.model.width, depth=params.model.depth)
     encoder = build_encoder(arch, data.stats["mean"], data.stats["std"])
     history: list[dict] = []
+    resume = stage_resume_point(
+        params, "pretrain", [Path(paths.prepared) / "manifest.parquet"], every=1
+    )  # one per epoch
 
     logged = {
         "pretrain": cfg.model_dump(exclude={"methods"}),
@@ -39,14 +44,14 @@ def main() -> None:
 
         train_index = np.concatenate([labeled.index, unlabeled.index])
         summary = pretrain(
-            encoder, data.images, train_index, cfg, params.data.image_size, params.seed, monitor, log
+            encoder, data.images, train_index, cfg, params.data.image_size, params.seed, monitor, log, resume
         )
         out = Path(paths.encoder) / "encoder.pt"
         save_model(out, encoder, arch, config=params.model_dump(), epochs=cfg.epochs)
         run.log_artifact(out)
     write_json(Path(paths.metrics) / "pretrain.json", summary)
-    Path(paths.plots).mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(history).to_csv(Path(paths.plots) / "pretrain.csv", index=False)
+    write_csv(Path(paths.plots) / "pretrain.csv", pd.DataFrame(history))
+    resume.clear()
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.checkpoint import atomic_write, load_classifier, load_encoder
+from pipeline.checkpoint import load_classifier, load_encoder
 from pipeline.data.store import load_prepared
 from pipeline.figures import pseudo_label_figures
+from pipeline.files import atomic_write
 from pipeline.pseudo.ood import calibrate_ood_threshold, ood_scores
 from pipeline.pseudo.report import pseudo_label_stats, pseudo_label_table, read_analysis_labels
 from pipeline.pseudo.select import select_pseudo_labels

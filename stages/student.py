@@ -12,6 +12,7 @@ from pipeline.checkpoint import load_classifier, load_encoder, save_round_model
 from pipeline.data.store import load_prepared
 from pipeline.models import Architecture, build_classifier
 from pipeline.pseudo.report import training_targets
+from pipeline.resume import stage_resume_point
 from pipeline.serving import log_round_model
 from pipeline.stage import start
 from pipeline.tracking import stage_run
@@ -43,6 +44,14 @@ def main() -> None:
         previous, _ = load_classifier(Path(paths.rounds) / prev / "model.pt")
         model.load_state_dict(previous.state_dict())
 
+    inputs = [
+        Path(paths.prepared) / "manifest.parquet",
+        Path(paths.pseudolabels) / f"{round_name}.parquet",
+        Path(paths.encoder) / "encoder.pt",
+        Path(paths.rounds) / prev / "model.pt",
+    ]
+    resume = stage_resume_point(params, f"student@{round_name}", inputs, params.checkpoints.every_steps)
+
     logged = {"student": cfg.model_dump(), "prev": prev, "model": arch.to_dict()}
     final = round_name == params.round_order()[-1]  # the final student goes to the model registry
     with stage_run(params, "student", round_name, logged, system_metrics=True) as run:
@@ -55,11 +64,13 @@ def main() -> None:
             params.data.image_size,
             params.seed,
             run.log,
+            resume,
         )
         out = save_round_model(paths.rounds, round_name, model, arch, data.classes, params.model_dump())
         run.log_artifact(out)
         registry = (params.mlflow.registered_model, params.mlflow.alias) if final else None
         log_round_model(run, model, data, round_name, params.data.image_size, params.data.channels, registry)
+    resume.clear()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from pipeline.checkpoint import load_encoder, save_round_model
 from pipeline.config import TEACHER_ROUND
 from pipeline.data.store import load_prepared
 from pipeline.models import Architecture, build_classifier
+from pipeline.resume import stage_resume_point
 from pipeline.serving import log_round_model
 from pipeline.stage import start
 from pipeline.tracking import stage_run
@@ -23,6 +24,9 @@ def main() -> None:
     model = build_classifier(arch, data.stats["mean"], data.stats["std"])
     model.encoder.load_state_dict(encoder.state_dict())
 
+    inputs = [Path(paths.prepared) / "manifest.parquet", Path(paths.encoder) / "encoder.pt"]
+    resume = stage_resume_point(params, "teacher", inputs, params.checkpoints.every_steps)
+
     logged = {"teacher": cfg.model_dump(), "model": arch.to_dict()}
     with stage_run(params, "teacher", TEACHER_ROUND, logged, system_metrics=True) as run:
         fit_teacher(
@@ -33,10 +37,12 @@ def main() -> None:
             params.data.image_size,
             params.seed,
             run.log,
+            resume,
         )
         out = save_round_model(paths.rounds, TEACHER_ROUND, model, arch, data.classes, params.model_dump())
         run.log_artifact(out)
         log_round_model(run, model, data, TEACHER_ROUND, params.data.image_size, params.data.channels)
+    resume.clear()
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ import inspect
 import json
 import os
 import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,6 +155,28 @@ def decoder_id(image_size: int, channels: int) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def _sibling(out_dir: Path, kind: str) -> Path:
+    return out_dir.with_name(f".{out_dir.name}.{kind}")
+
+
+@contextmanager
+def staged_directory(out_dir: Path) -> Iterator[Path]:
+    """Write a folder's new contents into a staging folder, then swap it in with two renames.
+
+    Killed while writing: `out_dir` is untouched. Killed between the renames: only `.<name>.old` is left
+    (the next prepare reads it as its decode cache). Never a mix of old and new files.
+    """
+    staging, old = _sibling(out_dir, "partial"), _sibling(out_dir, "old")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    yield staging
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 class DecodeCache:
     """The previous store in `out_dir` by content hash: pixels (if made by `decoder`), first versions."""
 
@@ -227,7 +252,8 @@ def prepare(
         raise DataError(f"test classes not in labeled: {unknown} (labeled has {classes})")
 
     decoder = decoder_id(image_size, channels)
-    cache, versions = DecodeCache(out_dir, decoder), versions or {}
+    previous = out_dir if out_dir.is_dir() else _sibling(out_dir, "old")  # "old": a swap was interrupted
+    cache, versions = DecodeCache(previous, decoder), versions or {}
     rows, pixels, decoded = [], [], 0
     for f in tqdm(files, desc="prepare", unit="img", disable=not progress, mininterval=1.0):
         row = {
@@ -283,21 +309,18 @@ def prepare(
             f"class(es) {unusable} have no usable labeled image (each needs at least one; see the reasons: "
             f"{manifest[manifest['label'].isin(unusable)]['reason'].unique().tolist()[:3]})"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
     del cache  # release the previous store's memory map before it is replaced
-    tmp = out_dir / "images.npy.tmp"
-    store = np.lib.format.open_memmap(
-        tmp, mode="w+", dtype=np.uint8, shape=(len(pixels), image_size, image_size, channels)
-    )
-    if pixels:
-        store[:] = np.stack(pixels)
-    store.flush()
-    del store
-    os.replace(tmp, out_dir / "images.npy")  # a new file: never writes into a (possibly linked) old one
-    manifest.to_parquet(out_dir / "manifest.parquet", index=False)
-    (out_dir / "decoder.json").write_text(json.dumps({"decoder": decoder}) + "\n")
-    (out_dir / "classes.json").write_text(json.dumps(classes, indent=1) + "\n")
-    (out_dir / "stats.json").write_text(json.dumps(channel_stats(manifest, pixels), indent=1) + "\n")
+    shape = (len(pixels), image_size, image_size, channels)
+    with staged_directory(out_dir) as staging:  # a reader sees the old store or the new one, never a mix
+        store = np.lib.format.open_memmap(staging / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
+        if pixels:
+            store[:] = np.stack(pixels)
+        store.flush()
+        del store
+        manifest.to_parquet(staging / "manifest.parquet", index=False)
+        (staging / "decoder.json").write_text(json.dumps({"decoder": decoder}) + "\n")
+        (staging / "classes.json").write_text(json.dumps(classes, indent=1) + "\n")
+        (staging / "stats.json").write_text(json.dumps(channel_stats(manifest, pixels), indent=1) + "\n")
 
     counts = {f"{split}_{status}": 0 for split in SPLITS for status in ("ok", "excluded")}
     for (split, status), n in manifest.groupby(["split", "status"]).size().items():

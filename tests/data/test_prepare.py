@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline.data.prepare import prepare
+from pipeline.data.prepare import prepare, staged_directory
 from pipeline.data.store import load_prepared
 
 
@@ -107,3 +107,22 @@ def test_incremental_prepare_decodes_only_new_bytes_and_equals_a_fresh_prepare(f
 
     other_size = prepare(roots(fixture_data), out, image_size=16, channels=1, progress=False)
     assert other_size.reused == 0  # pixels made at another size are never reused
+
+
+def test_an_interrupted_store_write_leaves_the_old_store_or_a_readable_cache(fixture_data, tmp_path):
+    out = tmp_path / "prepared"
+    prepare(roots(fixture_data), out, image_size=28, channels=1, progress=False)
+    before = tree_digest(out)
+    try:  # killed while writing the new store: the old one is untouched, the staging folder is not read
+        with staged_directory(out) as staging:
+            (staging / "manifest.parquet").write_bytes(b"half a file")
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    assert tree_digest(out) == before
+
+    out.rename(tmp_path / ".prepared.old")  # killed between the two renames of the swap
+    again = prepare(roots(fixture_data), out, image_size=28, channels=1, progress=False)
+    assert again.decoded == 0 and again.reused == 331  # the old store served as the decode cache
+    assert tree_digest(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".prepared")) == []

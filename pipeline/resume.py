@@ -1,0 +1,143 @@
+"""Resume points of the training loops, so a killed stage picks up where it stopped.
+
+A resume point holds everything the rest of the run depends on: model, optimizer (and SSL method) state, the
+step, every random generator (torch, numpy, python and each albumentations Compose) and the logged history.
+The data order is a function of the seed, so the step is enough to skip the batches already seen. A run
+resumed from a point ends with the same weights, byte for byte on CPU, as a run that was never stopped.
+
+Resume points live in `checkpoints.dir` (`.checkpoints/`), not in the stage's outputs: DVC deletes a stage's
+outputs before it runs. Each is valid only for the key it was written with (a hash of params.yaml and of
+the stage's input files), is written atomically, and is removed once the stage has saved its output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from pipeline.config import Params
+from pipeline.files import atomic_write
+
+if TYPE_CHECKING:
+    import albumentations as A
+
+
+def resume_key(params: dict, stage: str, inputs: Iterable[Path]) -> str:
+    """sha256 of the params, the stage name and the bytes of its input files (folders: every file)."""
+    digest = hashlib.sha256(json.dumps([params, stage], sort_keys=True, default=str).encode())
+    for path in sorted(Path(p) for p in inputs):
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(path.parent)).encode())
+            with open(file, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _composes(transform: Any) -> list[Any]:
+    """Every albumentations node of a Compose tree (each has its own generators), depth first."""
+    nodes = [transform]
+    for child in getattr(transform, "transforms", []):
+        nodes += _composes(child)
+    return nodes
+
+
+def rng_state(transforms: list[A.Compose]) -> dict[str, Any]:
+    """The state of every random generator a training loop draws from."""
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "albumentations": [
+            [(node.random_generator.bit_generator.state, node.py_random.getstate()) for node in _composes(t)]
+            for t in transforms
+        ],
+    }
+
+
+def set_rng_state(state: dict[str, Any], transforms: list[A.Compose]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    for transform, nodes in zip(transforms, state["albumentations"], strict=True):
+        for node, (numpy_state, python_state) in zip(_composes(transform), nodes, strict=True):
+            node.random_generator.bit_generator.state = numpy_state
+            node.py_random.setstate(python_state)
+
+
+class History:
+    """The metrics a loop logged, kept in its resume points so a resumed run logs the whole curve again."""
+
+    def __init__(self, log, rows: list[tuple[dict[str, float], int]] | None = None):
+        self._log, self.rows = log, []
+        for metrics, step in rows or []:
+            self(metrics, step)
+
+    def __call__(self, metrics: dict[str, float], step: int) -> None:
+        self.rows.append((metrics, step))
+        self._log(metrics, step)
+
+
+class ResumePoint:
+    """The resume point of one stage: `<directory>/<name>.pt`, valid for `key` only."""
+
+    def __init__(self, directory: Path | str, name: str, key: str, every: int):
+        self.path = Path(directory) / f"{name}.pt"
+        self.key, self.every = key, every
+
+    def due(self, step: int, total: int) -> bool:
+        """Whether to write a resume point after `step` steps (or epochs) of `total`; never after the last."""
+        return step % self.every == 0 and step < total
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state, or None when there is none or it was written for another key."""
+        if not self.path.is_file():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if state.get("key") != self.key:
+            print(
+                f"{self.path}: written for other params or inputs; starting from the beginning",
+                file=sys.stderr,
+            )
+            return None
+        print(f"resuming from step {state['step']} of {self.path}", file=sys.stderr)
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        buffer = io.BytesIO()
+        torch.save({"key": self.key, **state}, buffer)
+        atomic_write(self.path, lambda p: p.write_bytes(buffer.getvalue()))
+
+    def save_state(self, step: int, modules: dict[str, Any], transforms: list[A.Compose], history: History):
+        """Write the resume point after `step` steps: `modules` (models, optimizer: anything with a
+        state_dict), the random generators and the history."""
+        modules_state = {name: module.state_dict() for name, module in modules.items()}
+        self.save(
+            {"step": step, "modules": modules_state, "rng": rng_state(transforms), "history": history.rows}
+        )
+
+    def restore(self, saved: dict[str, Any], modules: dict[str, Any], transforms: list[A.Compose]) -> None:
+        """Load a state from `load()` into `modules` and the generators. Call it after the data loaders'
+        iterators exist: creating one draws from the global generator, as it did in the unbroken run."""
+        for name, module in modules.items():
+            module.load_state_dict(saved["modules"][name])
+        set_rng_state(saved["rng"], transforms)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def stage_resume_point(params: Params, stage: str, inputs: Iterable[Path | str], every: int) -> ResumePoint:
+    """The resume point of `stage` (e.g. "student@r2") for these params and input files."""
+    key = resume_key(params.model_dump(exclude={"checkpoints"}), stage, [Path(p) for p in inputs])
+    return ResumePoint(params.checkpoints.dir, stage.replace("@", "-"), key, every)

@@ -1,0 +1,138 @@
+"""A training loop stopped part-way and resumed from its last resume point ends with the same weights, byte
+for byte, as a loop that ran through; a diverging loss stops with the epoch and step and keeps the point."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import load_params
+from pipeline.data.store import Split
+from pipeline.models import Architecture, build_classifier, build_encoder
+from pipeline.resume import ResumePoint
+from pipeline.ssl import pretrain
+from pipeline.train import PseudoLabeled, TrainingDiverged, fit_student, fit_teacher, seed_everything
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = load_params(ROOT / "params.yaml")
+
+
+class Interrupted(Exception):
+    """Stands for the kill: raised from the log callback once the loop has logged step `at`."""
+
+
+def stop_at(at: int | None):
+    def log(metrics: dict[str, float], step: int) -> None:
+        if at is not None and step >= at:
+            raise Interrupted(step)
+
+    return log
+
+
+@pytest.fixture
+def images() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
+
+
+def labeled_split() -> Split:
+    index = np.arange(12)
+    return Split(index=index, labels=index % 3, sha256=index.astype(str), paths=index.astype(str))
+
+
+def classifier(arch: Architecture) -> torch.nn.Module:
+    seed_everything(0)  # as a stage does first, in every run
+    return build_classifier(arch)
+
+
+def run_twice(train, tmp_path: Path, stop: int) -> tuple[dict, dict, list]:
+    """The final state of an unbroken run, of a run interrupted at `stop` and resumed, and the steps the
+    resumed run logged."""
+    unbroken = train(None, stop_at(None))
+    point = ResumePoint(tmp_path, "loop", key="k", every=4)
+    with pytest.raises(Interrupted):
+        train(point, stop_at(stop))
+    assert point.load() is not None
+    logged = []
+    resumed = train(point, lambda metrics, step: logged.append(step))
+    return unbroken, resumed, logged
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_teacher_resumed_after_an_interruption_matches_an_unbroken_run(images, tmp_path):
+    cfg = PARAMS.teacher.model_copy(update={"steps": 12, "batch_size": 4, "encoder_lr_scale": 1.0})
+    arch = Architecture(channels=1, width=4, depth=1, num_classes=3, dropout=0.3)
+
+    def train(point, log):
+        model = classifier(arch)
+        fit_teacher(model, images, labeled_split(), cfg, 28, 0, log, point, log_every=1)
+        return model.state_dict()
+
+    unbroken, resumed, logged = run_twice(train, tmp_path, stop=6)
+    assert_same_state(unbroken, resumed)
+    assert logged == list(range(12))  # steps 0-3 replayed from the resume point, 4-11 trained again
+
+
+def test_student_resumed_after_an_interruption_matches_an_unbroken_run(images, tmp_path):
+    cfg = PARAMS.student.model_copy(
+        update={"steps": 12, "batch_labeled": 4, "batch_unlabeled": 8, "width": 4, "dropout": 0.3}
+    )
+    arch = Architecture(channels=1, width=4, depth=2, num_classes=3, dropout=0.3, stochastic_depth=0.5)
+    rng = np.random.default_rng(1)
+    targets = rng.dirichlet(np.ones(3), 40)
+    pseudo = PseudoLabeled(np.arange(24, 64), targets, rng.uniform(0, 1, 40) * (rng.uniform(size=40) > 0.3))
+
+    def train(point, log):
+        model = classifier(arch)
+        fit_student(model, images, labeled_split(), pseudo, cfg, 28, 0, log, point, log_every=1)
+        return model.state_dict()
+
+    unbroken, resumed, _ = run_twice(train, tmp_path, stop=9)
+    assert_same_state(unbroken, resumed)
+
+
+@pytest.mark.parametrize("method", type(PARAMS.pretrain.methods).model_fields)
+def test_pretrain_resumed_after_an_interruption_matches_an_unbroken_run(images, tmp_path, method):
+    """Every method's state comes back: MoCo's queue and pointer, momentum encoders, DINO's center, the
+    masks' own generator of SimMIM and the hybrid, the hybrid's loss weights."""
+    cfg = PARAMS.pretrain.model_copy(update={"method": method, "epochs": 6, "batch_size": 16})
+    arch = Architecture(channels=1, width=4, depth=1)
+
+    def train(point, log):
+        seed_everything(0)
+        encoder = build_encoder(arch)
+        pretrain(encoder, images, np.arange(64), cfg, 28, 0, None, log, point)
+        return encoder.state_dict()
+
+    unbroken = train(None, stop_at(None))
+    point = ResumePoint(tmp_path, "pretrain", key="k", every=1)
+    with pytest.raises(Interrupted):
+        train(point, stop_at(4))  # epoch 4 is logged before its resume point is written: resume at 3
+    assert point.load()["step"] == 3
+    logged = []
+    assert_same_state(unbroken, train(point, lambda metrics, epoch: logged.append(epoch)))
+    assert logged == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_resume_point_of_another_key_is_ignored(tmp_path):
+    ResumePoint(tmp_path, "teacher", key="old params", every=1).save({"step": 3})
+    assert ResumePoint(tmp_path, "teacher", key="old params", every=1).load()["step"] == 3
+    assert ResumePoint(tmp_path, "teacher", key="new params", every=1).load() is None
+
+
+def test_a_diverging_loss_names_epoch_and_step_and_keeps_the_last_resume_point(images, tmp_path):
+    cfg = PARAMS.teacher.model_copy(update={"steps": 40, "batch_size": 4, "lr": 1e6, "encoder_lr_scale": 1.0})
+    point = ResumePoint(tmp_path, "teacher", key="k", every=1)
+    with pytest.raises(TrainingDiverged, match=r"teacher: loss .* at epoch \d+, step (\d+)") as err:
+        fit_teacher(
+            classifier(Architecture(1, 4, 1, 3)), images, labeled_split(), cfg, 28, 0, stop_at(None), point
+        )
+    step = int(err.value.args[0].split("step ")[1].split(";")[0])
+    saved = point.load()
+    assert saved["step"] == step  # the point written after the last finite step, untouched
+    assert all(torch.isfinite(t).all() for t in saved["modules"]["model"].values() if t.is_floating_point())
