@@ -242,9 +242,10 @@ class EvaluateConfig(Section):
 
 
 class CheckpointsConfig(Section):
-    """Resume points of the training stages (pipeline.resume); not in dvc.yaml, so changes rerun nothing."""
+    """Local state: resume points of the training stages (pipeline.resume) and prepare's file hashes.
+    Not in dvc.yaml, so changes rerun nothing."""
 
-    dir: str = Field(min_length=1, description="folder of resume points; not a DVC output")
+    dir: str = Field(min_length=1, description="folder of local state; not a DVC output")
     every_steps: int = Field(
         ge=1, description="teacher, student: one every this many steps (pretrain: epoch)"
     )

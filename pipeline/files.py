@@ -12,6 +12,16 @@ from typing import Any
 import pandas as pd
 
 
+def _file_mode() -> int:
+    """What open() gives a new file: 0o666 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 def atomic_write(path: Path, write) -> None:
     """Write via `write(tmp_path)` then rename, so a reader never sees a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -19,6 +29,7 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes the file private (0600); give it the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -18,3 +18,9 @@ def test_a_write_that_fails_half_way_leaves_the_old_file_and_no_temp_file(tmp_pa
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
     write_json(path, {"accuracy": 0.75})
     assert path.read_text() == '{\n  "accuracy": 0.75\n}\n'
+
+
+def test_an_atomically_written_file_has_the_permissions_of_a_plain_one(tmp_path):
+    (tmp_path / "plain.json").write_text("{}")
+    write_json(tmp_path / "atomic.json", {})
+    assert (tmp_path / "atomic.json").stat().st_mode == (tmp_path / "plain.json").stat().st_mode

@@ -36,6 +36,8 @@ import PIL
 from PIL import Image
 from tqdm import tqdm
 
+from pipeline.files import atomic_write
+
 SPLITS = ("labeled", "unlabeled", "test")
 MANIFEST_COLUMNS = [
     "split",
@@ -177,11 +179,50 @@ def staged_directory(out_dir: Path) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
+class KnownHashes:
+    """The sha256 of each file the last prepare read, with its size, mtime and ctime (ns), in `path`.
+
+    A file whose stat is unchanged is not read again: the check git and DVC use. The table stays out of the
+    store, which is a DVC output, because stat times differ between clones; without it, every file is read.
+    """
+
+    def __init__(self, path: Path | None):
+        self.path, self.known, self.seen = path, {}, []
+        try:
+            frame = pd.read_parquet(path)
+            columns = [frame[c].tolist() for c in ("split", "path", "size", "mtime_ns", "ctime_ns", "sha256")]
+            self.known = {(split, path): tuple(rest) for split, path, *rest in zip(*columns, strict=True)}
+        except (OSError, ValueError, AttributeError, TypeError):
+            pass  # no table (or an unreadable one): read every file
+
+    @staticmethod
+    def stat(f: ScannedFile) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(f.full)
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+    def digest(self, f: ScannedFile, stat: tuple[int, int, int] | None) -> str | None:
+        entry = self.known.get((f.split, f.path))
+        return entry[3] if stat is not None and entry is not None and entry[:3] == stat else None
+
+    def record(self, f: ScannedFile, stat: tuple[int, int, int] | None, digest: str) -> None:
+        if stat is not None:
+            self.seen.append((f.split, f.path, *stat, digest))
+
+    def save(self) -> None:
+        if self.path is not None:
+            columns = ["split", "path", "size", "mtime_ns", "ctime_ns", "sha256"]
+            frame = pd.DataFrame(self.seen, columns=columns)
+            atomic_write(self.path, lambda p: frame.to_parquet(p, index=False))
+
+
 class DecodeCache:
     """The previous store in `out_dir` by content hash: pixels (if made by `decoder`), first versions."""
 
     def __init__(self, out_dir: Path, decoder: str):
-        self.rows: dict[str, tuple[int, int, int, str]] = {}  # sha256 -> (index, width, height, mode)
+        self.rows: dict[str, tuple] = {}  # sha256 -> (index, width, height, mode)
         self.first_version: dict[str, str] = {}
         self.images: np.ndarray | None = None
         try:
@@ -196,11 +237,9 @@ class DecodeCache:
             self.first_version = dict(zip(known["sha256"], known["first_version"], strict=True))
         if same_decoder:
             stored = manifest[manifest["index"] >= 0].drop_duplicates("sha256")
-            self.rows = {
-                r.sha256: (int(r.index), int(r.width), int(r.height), str(r.mode))
-                for r in stored.itertuples()
-            }
-            self.images = images
+            columns = [stored[c].tolist() for c in ("sha256", "index", "width", "height", "mode")]
+            self.rows = {sha: tuple(rest) for sha, *rest in zip(*columns, strict=True)}
+            self.images = images.view(np.ndarray)  # plain indexing: a memmap slice costs a Python object
 
     def get(self, sha256: str) -> tuple[np.ndarray, tuple[int, int], str] | None:
         row = self.rows.get(sha256)
@@ -225,13 +264,14 @@ def prepare(
     channels: int,
     progress: bool = True,
     versions: dict[str, str] | None = None,
+    file_hashes: Path | None = None,
 ) -> PrepareResult:
     """Scan the three split folders, decode every new image once, and write the store under `out_dir`.
 
     Writes manifest.parquet, images.npy (N, H, W, C) uint8, classes.json (from labeled/ folder names),
     stats.json (per-channel mean and std of the training images, in [0, 1], which the models normalize with)
     and decoder.json. `versions` ({split: DVC hash of its folder}) fills `first_version` for bytes the
-    previous store did not know.
+    previous store did not know. `file_hashes`: where to keep the file-stat cache (KnownHashes), if anywhere.
     """
     files = [f for split in SPLITS for f in scan_folder(roots[split], split)]
     classes = sorted({f.label for f in files if f.split == "labeled" and f.label})
@@ -254,6 +294,7 @@ def prepare(
     decoder = decoder_id(image_size, channels)
     previous = out_dir if out_dir.is_dir() else _sibling(out_dir, "old")  # "old": a swap was interrupted
     cache, versions = DecodeCache(previous, decoder), versions or {}
+    known = KnownHashes(file_hashes)
     rows, pixels, decoded = [], [], 0
     for f in tqdm(files, desc="prepare", unit="img", disable=not progress, mininterval=1.0):
         row = {
@@ -270,7 +311,7 @@ def prepare(
             "first_version": "",
         }
         rows.append(row)
-        if Path(f.path).name.startswith("."):
+        if f.path.rsplit("/", 1)[-1].startswith("."):
             row.update(status="hidden", reason="hidden file")
             continue
         if not f.valid_name:
@@ -279,14 +320,19 @@ def prepare(
         if f.split != "unlabeled" and not f.label:
             row.update(status="error", reason=f"file directly in {f.split}/, not in a class folder")
             continue
-        try:
-            raw = f.read_bytes()
-        except OSError as err:
-            row.update(status="error", reason=f"unreadable: {err.strerror or err}")
-            continue
-        digest = hashlib.sha256(raw).hexdigest()
+        stat = known.stat(f)
+        digest = known.digest(f, stat)  # an unchanged file with its pixels in the cache is not read again
+        cached = cache.get(digest) if digest else None
+        if cached is None:
+            try:
+                raw = f.read_bytes()
+            except OSError as err:
+                row.update(status="error", reason=f"unreadable: {err.strerror or err}")
+                continue
+            digest = hashlib.sha256(raw).hexdigest()
+            cached = cache.get(digest)
+        known.record(f, stat, digest)
         row.update(sha256=digest, first_version=cache.first_version.get(digest, versions.get(f.split, "")))
-        cached = cache.get(digest)
         if cached is not None:
             px, (w, h), mode = cached
         else:
@@ -321,6 +367,7 @@ def prepare(
         (staging / "decoder.json").write_text(json.dumps({"decoder": decoder}) + "\n")
         (staging / "classes.json").write_text(json.dumps(classes, indent=1) + "\n")
         (staging / "stats.json").write_text(json.dumps(channel_stats(manifest, pixels), indent=1) + "\n")
+    known.save()
 
     counts = {f"{split}_{status}": 0 for split in SPLITS for status in ("ok", "excluded")}
     for (split, status), n in manifest.groupby(["split", "status"]).size().items():
@@ -335,8 +382,10 @@ def channel_stats(manifest: pd.DataFrame, pixels: list[np.ndarray]) -> dict[str,
     train = manifest[(manifest["status"] == "ok") & manifest["split"].isin(["labeled", "unlabeled"])]
     if train.empty:
         raise DataError("no usable labeled or unlabeled image: nothing to train on")
-    x = np.stack([pixels[i] for i in train["index"]]).astype(np.float64) / 255  # (N, H, W, C)
-    return {"mean": x.mean(axis=(0, 1, 2)).tolist(), "std": np.maximum(x.std(axis=(0, 1, 2)), 1e-3).tolist()}
+    x = np.stack([pixels[i] for i in train["index"]])  # (N, H, W, C)
+    x = x.reshape(-1, x.shape[-1]).astype(np.float64)  # (N*H*W, C): the same sums as over axes (0, 1, 2),
+    x /= 255  # bit for bit, in a fifth of the time
+    return {"mean": x.mean(axis=0).tolist(), "std": np.maximum(x.std(axis=0), 1e-3).tolist()}
 
 
 def _mark_duplicates_and_leaks(manifest: pd.DataFrame) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline.data.prepare import prepare, staged_directory
+from pipeline.data.prepare import ScannedFile, prepare, staged_directory
 from pipeline.data.store import load_prepared
 
 
@@ -126,3 +126,21 @@ def test_an_interrupted_store_write_leaves_the_old_store_or_a_readable_cache(fix
     assert again.decoded == 0 and again.reused == 331  # the old store served as the decode cache
     assert tree_digest(out) == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".prepared")) == []
+
+
+def test_unchanged_files_are_not_read_again_and_a_changed_file_is(fixture_data, tmp_path, monkeypatch):
+    hashes = tmp_path / "local" / "file_hashes.parquet"
+    prepare(roots(fixture_data), tmp_path / "prepared", 28, 1, progress=False, file_hashes=hashes)
+    changed = sorted((fixture_data / "unlabeled").rglob("*.png"))[5]
+    Image.fromarray(np.full((28, 28), 7, np.uint8)).save(changed)  # new bytes under the same name
+
+    reads = []
+    read_bytes = ScannedFile.read_bytes
+    monkeypatch.setattr(ScannedFile, "read_bytes", lambda f: reads.append(f.path) or read_bytes(f))
+    again = prepare(roots(fixture_data), tmp_path / "prepared", 28, 1, progress=False, file_hashes=hashes)
+    rel = str(changed.relative_to(fixture_data / "unlabeled"))
+    assert sorted(reads) == sorted([rel, "shard_000/broken.png"])  # the broken file has no stored pixels
+    assert again.decoded == 1
+    monkeypatch.undo()
+    prepare(roots(fixture_data), tmp_path / "scratch", 28, 1, progress=False)
+    assert tree_digest(tmp_path / "prepared") == tree_digest(tmp_path / "scratch")
