@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +67,18 @@ def test_round_overrides_are_merged_and_validated(tmp_path):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("stage", ["prepare", "pretrain", "student"])
+def test_a_stage_with_bad_params_exits_naming_the_key_and_writes_nothing(tmp_path, stage):
+    write_params(tmp_path, pseudolabel__threshold=1.5)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    args = ["--round", "r1"] if stage == "student" else []
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / f"{stage}.py"), *args],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "pseudolabel.threshold: Input should be less than or equal to 1" in proc.stderr
+    assert "Traceback" not in proc.stderr  # a message, not a crash
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no output, no mlflow.db
