@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from pipeline.distributed import SINGLE, World, shard_order
+
 Transform = Callable[..., dict]
 
 
@@ -35,18 +37,25 @@ class Views(Dataset):
 
 
 def endless_loader(
-    dataset: Dataset, batch_size: int, num_samples: int, seed: int, skip_batches: int = 0
+    dataset: Dataset,
+    batch_size: int,
+    num_samples: int,
+    seed: int,
+    skip_batches: int = 0,
+    world: World = SINGLE,
 ) -> DataLoader:
     """Sample `num_samples` items with replacement in batches, in an order fixed by `seed`, leaving out the
-    first `skip_batches` batches (a resumed run: the same order from there on).
+    first `skip_batches` batches (a resumed run: the same order from there on). Under torchrun each process
+    gets its slice of every batch of `batch_size` (pipeline.distributed).
 
     Augmentation runs in this process (num_workers=0) so albumentations' seeded generators make the
     augmented images repeatable from run to run.
     """
     generator = torch.Generator().manual_seed(seed)
     sampler = RandomSampler(dataset, replacement=True, num_samples=num_samples, generator=generator)
-    order = list(sampler)[skip_batches * batch_size :]
-    return DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=0, drop_last=True)
+    order = shard_order(list(sampler)[skip_batches * batch_size :], batch_size, world)
+    local = world.local_batch(batch_size, "batch size")
+    return DataLoader(dataset, batch_size=local, sampler=order, num_workers=0, drop_last=True)
 
 
 def epoch_loader(dataset: Dataset, batch_size: int, seed: int) -> DataLoader:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from pipeline.config import Params
+from pipeline.distributed import SINGLE, World
 from pipeline.files import atomic_write
 
 if TYPE_CHECKING:
@@ -91,17 +92,17 @@ class History:
 class ResumePoint:
     """The resume point of one stage: `<directory>/<name>.pt`, valid for `key` only."""
 
-    def __init__(self, directory: Path | str, name: str, key: str, every: int):
+    def __init__(self, directory: Path | str, name: str, key: str, every: int, enabled: bool = True):
         self.path = Path(directory) / f"{name}.pt"
-        self.key, self.every = key, every
+        self.key, self.every, self.enabled = key, every, enabled
 
     def due(self, step: int, total: int) -> bool:
         """Whether to write a resume point after `step` steps (or epochs) of `total`; never after the last."""
-        return step % self.every == 0 and step < total
+        return self.enabled and step % self.every == 0 and step < total
 
     def load(self) -> dict[str, Any] | None:
-        """The saved state, or None when there is none or it was written for another key."""
-        if not self.path.is_file():
+        """The saved state, or None when there is none, it was written for another key, or it is disabled."""
+        if not self.enabled or not self.path.is_file():
             return None
         state = torch.load(self.path, map_location="cpu", weights_only=False)
         if state.get("key") != self.key:
@@ -134,10 +135,14 @@ class ResumePoint:
         set_rng_state(saved["rng"], transforms)
 
     def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if self.enabled:
+            self.path.unlink(missing_ok=True)
 
 
-def stage_resume_point(params: Params, stage: str, inputs: Iterable[Path | str], every: int) -> ResumePoint:
-    """The resume point of `stage` (e.g. "student@r2") for these params and input files."""
+def stage_resume_point(
+    params: Params, stage: str, inputs: Iterable[Path | str], every: int, world: World = SINGLE
+) -> ResumePoint:
+    """The resume point of `stage` (e.g. "student@r2") for these params and input files. Disabled under
+    torchrun: the processes would have to agree on one step, which they do not check yet."""
     key = resume_key(params.model_dump(exclude={"checkpoints"}), stage, [Path(p) for p in inputs])
-    return ResumePoint(params.checkpoints.dir, stage.replace("@", "-"), key, every)
+    return ResumePoint(params.checkpoints.dir, stage.replace("@", "-"), key, every, enabled=world.size == 1)

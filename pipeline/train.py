@@ -16,6 +16,7 @@ from pipeline import augment
 from pipeline.config import StudentConfig, TeacherConfig
 from pipeline.data.store import Split
 from pipeline.datasets import Views, endless_loader, image_batches
+from pipeline.distributed import SINGLE, World, wrap
 from pipeline.losses.semi import entropy_minimization, weighted_soft_cross_entropy
 from pipeline.models import Classifier
 from pipeline.pseudo.select import softmax
@@ -97,17 +98,20 @@ def fit_teacher(
     log: LogFn,
     resume: ResumePoint | None = None,
     log_every: int = 25,
+    world: World = SINGLE,
 ) -> dict[str, float]:
     """Fine-tune encoder + linear head on the labeled images with weak augmentation (cross-entropy).
-    With `resume`, start from its saved state if it has one and write one every `resume.every` steps."""
+    With `resume`, start from its saved state if it has one and write one every `resume.every` steps.
+    Under torchrun (`world`), each process trains on its slice of every batch (pipeline.distributed)."""
     frozen = cfg.encoder_lr_scale == 0
     model.encoder.requires_grad_(not frozen)
     opt = _sgd(model, cfg.lr, cfg.weight_decay, cfg.encoder_lr_scale)
-    weak = augment.weak(image_size, seed)
+    weak = augment.weak(image_size, world.seed(seed))
     data = _Indexed(Views(images, labeled.index, [weak]), label=labeled.labels)
     saved = resume.load() if resume else None
     start = saved["step"] if saved else 0
-    batches = iter(endless_loader(data, cfg.batch_size, cfg.steps * cfg.batch_size, seed, start))
+    world.local_batch(cfg.batch_size, "teacher.batch_size")
+    batches = iter(endless_loader(data, cfg.batch_size, cfg.steps * cfg.batch_size, seed, start, world))
     modules = {"model": model, "optimizer": opt}
     if saved:
         resume.restore(saved, modules, [weak])
@@ -115,11 +119,12 @@ def fit_teacher(
     model.train()
     if frozen:
         model.encoder.eval()  # a frozen encoder keeps its BatchNorm statistics too
+    net = wrap(model, world, seed)
     last: dict[str, float] = {}
     progress = tqdm(batches, total=cfg.steps, initial=start, desc="teacher", unit="step", mininterval=1.0)
     for step, (x, arrays) in enumerate(progress, start=start):
         _set_lr(opt, warmup_cosine(step, cfg.steps, cfg.lr, warmup_steps=cfg.steps // 20))
-        loss = F.cross_entropy(model(x), arrays["label"])
+        loss = F.cross_entropy(net(x), arrays["label"])
         check_finite(loss, "teacher", 1 + step * cfg.batch_size // len(data), step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -144,6 +149,7 @@ def fit_student(
     log: LogFn,
     resume: ResumePoint | None = None,
     log_every: int = 25,
+    world: World = SINGLE,
 ) -> dict[str, float]:
     """Noisy-student training on labeled + pseudo-labeled images, both strongly augmented, in one batch:
 
@@ -151,13 +157,15 @@ def fit_student(
 
     Noise: strong augmentation here, dropout and stochastic depth inside the model (train mode).
     With `resume`, start from its saved state if it has one and write one every `resume.every` steps.
+    Under torchrun (`world`), each process trains on its slice of every batch (pipeline.distributed).
     """
     if len(pseudo.index) == 0:
         raise ValueError("student: no unlabeled image passed the OOD filter; nothing to train on")
     opt = _sgd(model, cfg.lr, cfg.weight_decay, 1.0)
+    aug_seed = world.seed(seed)
     transforms = [
-        augment.strong(cfg.strong, image_size, seed),
-        augment.strong(cfg.strong, image_size, seed + 1),
+        augment.strong(cfg.strong, image_size, aug_seed),
+        augment.strong(cfg.strong, image_size, aug_seed + 1),
     ]
     lab = _Indexed(Views(images, labeled.index, transforms[:1]), label=labeled.labels)
     unl = _Indexed(
@@ -167,8 +175,12 @@ def fit_student(
     )
     saved = resume.load() if resume else None
     start = saved["step"] if saved else 0
-    lab_loader = endless_loader(lab, cfg.batch_labeled, cfg.steps * cfg.batch_labeled, seed, start)
-    unl_loader = endless_loader(unl, cfg.batch_unlabeled, cfg.steps * cfg.batch_unlabeled, seed + 1, start)
+    world.local_batch(cfg.batch_labeled, "student.batch_labeled")
+    world.local_batch(cfg.batch_unlabeled, "student.batch_unlabeled")
+    lab_loader = endless_loader(lab, cfg.batch_labeled, cfg.steps * cfg.batch_labeled, seed, start, world)
+    unl_loader = endless_loader(
+        unl, cfg.batch_unlabeled, cfg.steps * cfg.batch_unlabeled, seed + 1, start, world
+    )
     batches = zip(lab_loader, unl_loader, strict=True)  # creates both iterators, in this order
     modules = {"model": model, "optimizer": opt}
     if saved:
@@ -176,13 +188,14 @@ def fit_student(
     history = History(log, saved["history"] if saved else None)
     ramp = round(cfg.entropy_warmup * cfg.steps)
     model.train()
+    net = wrap(model, world, seed, find_unused=cfg.stochastic_depth > 0)  # a dropped block gets no gradient
     last: dict[str, float] = {}
     for step, ((xl, al), (xu, au)) in enumerate(
         tqdm(batches, total=cfg.steps, initial=start, desc="student", unit="step", mininterval=1.0),
         start=start,
     ):
         _set_lr(opt, warmup_cosine(step, cfg.steps, cfg.lr, warmup_steps=cfg.steps // 20))
-        logits = model(torch.cat([xl, xu]))
+        logits = net(torch.cat([xl, xu]))
         logits_l, logits_u = logits[: len(xl)], logits[len(xl) :]
         loss_l = F.cross_entropy(logits_l, al["label"])
         loss_u = weighted_soft_cross_entropy(logits_u, au["target"], au["weight"])

@@ -1,5 +1,6 @@
 """DVC stage `pretrain`: self-supervised pretraining of the encoder on labeled + unlabeled images."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +8,7 @@ import pandas as pd
 
 from pipeline.checkpoint import save_model
 from pipeline.data.store import load_prepared
+from pipeline.distributed import init_world
 from pipeline.files import write_csv, write_json
 from pipeline.models import Architecture, build_encoder
 from pipeline.resume import stage_resume_point
@@ -18,6 +20,8 @@ from pipeline.train import seed_everything
 
 def main() -> None:
     params, _ = start(__doc__)
+    if init_world().size > 1:
+        sys.exit("error: pretrain runs in one process (its momentum encoders and queues are not sharded yet)")
     cfg, paths = params.pretrain, params.paths
     seed_everything(params.seed)
     data = load_prepared(paths.prepared)

@@ -1,7 +1,8 @@
 """DVC stage `pseudolabel@<round>`: the previous round's model labels the unlabeled pool.
 
 Soft labels at a temperature, an OOD score per image with a threshold calibrated on labeled images,
-acceptance and weights by `pseudolabel.mode`; writes one parquet row per unlabeled image.
+acceptance and weights by `pseudolabel.mode`; writes one parquet row per unlabeled image. Under torchrun the
+predictions over the pool are sharded across the processes (TTA draws then differ from one process's).
 """
 
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 
 from pipeline.checkpoint import load_classifier, load_encoder
 from pipeline.data.store import load_prepared
+from pipeline.distributed import init_world
 from pipeline.figures import pseudo_label_figures
 from pipeline.files import atomic_write
 from pipeline.pseudo.ood import calibrate_ood_threshold, ood_scores
@@ -29,20 +31,29 @@ def main() -> None:
     data = load_prepared(paths.prepared)
     labeled, pool = data.split("labeled"), data.split("unlabeled")
     teacher, _ = load_classifier(Path(paths.rounds) / prev / "model.pt")
+    ood = cfg.ood
+
+    # Predictions over the pool: under torchrun each process takes a contiguous chunk, gathered in order.
+    world = init_world()
+    chunk = world.chunk(pool.index)
+    logits, features = predict(teacher, data.images, chunk, cfg.batch_size)
+    probs = tta_probabilities(
+        teacher, data.images, chunk, logits, cfg.temperature, cfg.tta, params.data.image_size,
+        params.seed, cfg.batch_size,
+    )  # fmt: skip
+    if ood.method == "knn":  # distances in the SSL embedding, not the teacher's
+        encoder, _ = load_encoder(Path(paths.encoder) / "encoder.pt")
+        features = encode(encoder, data.images, chunk).numpy()
+    probs, features = world.gather(probs), world.gather(features)
+    if not world.main:  # the other processes are done: rank 0 selects, writes and logs
+        return world.close()
+    world.close()
 
     with stage_run(params, "pseudolabel", round_name, {"pseudolabel": cfg.model_dump(), "prev": prev}) as run:
-        logits, features = predict(teacher, data.images, pool.index, cfg.batch_size)
-        probs = tta_probabilities(
-            teacher, data.images, pool.index, logits, cfg.temperature, cfg.tta, params.data.image_size,
-            params.seed, cfg.batch_size,
-        )  # fmt: skip
-        ood = cfg.ood
         if ood.method == "none":
             scores, held_out, threshold = np.zeros(len(pool.index)), np.zeros(0), float("inf")
         else:
-            if ood.method == "knn":  # distances in the SSL embedding, not the teacher's
-                encoder, _ = load_encoder(Path(paths.encoder) / "encoder.pt")
-                features = encode(encoder, data.images, pool.index).numpy()
+            if ood.method == "knn":
                 reference = encode(encoder, data.images, labeled.index).numpy()
             else:
                 _, reference = predict(teacher, data.images, labeled.index, cfg.batch_size)

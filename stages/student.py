@@ -10,6 +10,7 @@ import pandas as pd
 
 from pipeline.checkpoint import load_classifier, load_encoder, save_round_model
 from pipeline.data.store import load_prepared
+from pipeline.distributed import init_world
 from pipeline.models import Architecture, build_classifier
 from pipeline.pseudo.report import training_targets
 from pipeline.resume import stage_resume_point
@@ -50,27 +51,28 @@ def main() -> None:
         Path(paths.encoder) / "encoder.pt",
         Path(paths.rounds) / prev / "model.pt",
     ]
-    resume = stage_resume_point(params, f"student@{round_name}", inputs, params.checkpoints.every_steps)
+    world = init_world()  # one process, or one of several under torchrun
+    resume = stage_resume_point(
+        params, f"student@{round_name}", inputs, params.checkpoints.every_steps, world
+    )
 
+    def train(log) -> None:
+        image_size, seed = params.data.image_size, params.seed
+        fit_student(model, data.images, labeled, pseudo, cfg, image_size, seed, log, resume, world=world)
+
+    if not world.main:  # another torchrun process: train its share of each batch, write nothing
+        train(log=lambda metrics, step: None)
+        return world.close()
     logged = {"student": cfg.model_dump(), "prev": prev, "model": arch.to_dict()}
     final = round_name == params.round_order()[-1]  # the final student goes to the model registry
     with stage_run(params, "student", round_name, logged, system_metrics=True) as run:
-        fit_student(
-            model,
-            data.images,
-            labeled,
-            pseudo,
-            cfg,
-            params.data.image_size,
-            params.seed,
-            run.log,
-            resume,
-        )
+        train(log=run.log)
         out = save_round_model(paths.rounds, round_name, model, arch, data.classes, params.model_dump())
         run.log_artifact(out)
         registry = (params.mlflow.registered_model, params.mlflow.alias) if final else None
         log_round_model(run, model, data, round_name, params.data.image_size, params.data.channels, registry)
     resume.clear()
+    world.close()
 
 
 if __name__ == "__main__":
