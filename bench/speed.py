@@ -1,0 +1,225 @@
+"""Throughput of the pipeline's training and inference loops against a bare PyTorch loop (docs/speed.md).
+
+Each measurement runs in its own process (so its peak RSS is its own) on the demo's prepared store
+(`make demo` or `dvc repro prepare` first):
+
+- student: `pipeline.train.fit_student` for `--steps` steps at the params.yaml batch sizes (labeled +
+  unlabeled images, strong augmentation in the loop's process, dropout, stochastic depth), against a bare loop
+  of the same model, batch and precision on tensors made beforehand (forward, cross-entropy, backward, SGD).
+  Data waiting: the same loaders iterated alone, without the model, over the same steps.
+- inference: `pipeline.train.predict` over `--infer` images of the store against the bare `model(x)` under
+  `torch.no_grad()` on tensors made beforehand, at the pseudolabel batch size.
+
+    python bench/speed.py
+    python bench/speed.py --steps 20 --infer 5000 --doc /tmp/speed.md    # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, write_doc  # noqa: E402
+
+from pipeline import augment  # noqa: E402
+from pipeline.config import load_params  # noqa: E402
+from pipeline.data.store import load_prepared  # noqa: E402
+from pipeline.datasets import Views, endless_loader  # noqa: E402
+from pipeline.models import Architecture, build_classifier  # noqa: E402
+from pipeline.train import PseudoLabeled, _Indexed, fit_student, predict, seed_everything  # noqa: E402
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def setup(params_file: Path):
+    params = load_params(params_file)
+    seed_everything(params.seed)
+    store = load_prepared(ROOT / params.paths.prepared)
+    cfg = params.student
+    arch = Architecture(params.data.channels, cfg.width, cfg.depth, len(store.classes), cfg.dropout,
+                        cfg.stochastic_depth)  # fmt: skip
+    return params, store, cfg, arch
+
+
+def student_pseudo(store, num_classes: int) -> PseudoLabeled:
+    pool = store.split("unlabeled")
+    rng = np.random.default_rng(0)
+    targets = rng.dirichlet(np.ones(num_classes), len(pool.index)).astype(np.float32)
+    return PseudoLabeled(pool.index, targets, np.ones(len(pool.index), np.float32))
+
+
+def measure_student(params_file: Path, steps: int) -> dict:
+    params, store, cfg, arch = setup(params_file)
+    cfg = cfg.model_copy(update={"steps": steps})
+    pseudo = student_pseudo(store, arch.num_classes)
+    model = build_classifier(arch, store.stats["mean"], store.stats["std"])
+    start = time.perf_counter()
+    fit_student(model, store.images, store.split("labeled"), pseudo, cfg, params.data.image_size,
+                params.seed, log=lambda metrics, step: None)  # fmt: skip
+    seconds = time.perf_counter() - start
+    return {"images_per_s": steps * (cfg.batch_labeled + cfg.batch_unlabeled) / seconds, "seconds": seconds,
+            "peak_rss_mib": peak_rss_mib()}  # fmt: skip
+
+
+def measure_student_data(params_file: Path, steps: int) -> dict:
+    """The student's two loaders alone (strong augmentation, collation), as fit_student builds them."""
+    params, store, cfg, arch = setup(params_file)
+    pseudo = student_pseudo(store, arch.num_classes)
+    size, seed, labeled = params.data.image_size, params.seed, store.split("labeled")
+    lab = _Indexed(Views(store.images, labeled.index, [augment.strong(cfg.strong, size, seed)]),
+                   label=labeled.labels)  # fmt: skip
+    unl = _Indexed(Views(store.images, pseudo.index, [augment.strong(cfg.strong, size, seed + 1)]),
+                   target=pseudo.targets, weight=pseudo.weights)  # fmt: skip
+    start = time.perf_counter()
+    lab_loader = endless_loader(lab, cfg.batch_labeled, steps * cfg.batch_labeled, seed)
+    unl_loader = endless_loader(unl, cfg.batch_unlabeled, steps * cfg.batch_unlabeled, seed + 1)
+    for _ in zip(lab_loader, unl_loader, strict=True):
+        pass
+    return {"seconds": time.perf_counter() - start, "peak_rss_mib": peak_rss_mib()}
+
+
+def measure_student_bare(params_file: Path, steps: int) -> dict:
+    """The same model, batch and precision in a few lines: random tensors, forward, CE, backward, SGD."""
+    params, store, cfg, arch = setup(params_file)
+    model = build_classifier(arch, store.stats["mean"], store.stats["std"]).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    batch, side = cfg.batch_labeled + cfg.batch_unlabeled, params.data.image_size
+    x = torch.rand(batch, params.data.channels, side, side).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, arch.num_classes, (batch,))
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    seconds = time.perf_counter() - start
+    return {"images_per_s": steps * batch / seconds, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
+
+
+def measure_inference(params_file: Path, n: int) -> dict:
+    params, store, _, arch = setup(params_file)
+    model = build_classifier(arch, store.stats["mean"], store.stats["std"])
+    index = store.split("unlabeled").index[:n]
+    start = time.perf_counter()
+    predict(model, store.images, index, params.pseudolabel.batch_size)
+    seconds = time.perf_counter() - start
+    return {"images_per_s": len(index) / seconds, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
+
+
+def measure_inference_bare(params_file: Path, n: int) -> dict:
+    params, store, _, arch = setup(params_file)
+    model = build_classifier(arch, store.stats["mean"], store.stats["std"]).eval()
+    batch, side = params.pseudolabel.batch_size, params.data.image_size
+    x = torch.rand(batch, params.data.channels, side, side).contiguous(memory_format=torch.channels_last)
+    done, start = 0, time.perf_counter()
+    with torch.no_grad():
+        while done < n:
+            model(x[: min(batch, n - done)])
+            done += min(batch, n - done)
+    seconds = time.perf_counter() - start
+    return {"images_per_s": n / seconds, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
+
+
+MEASUREMENTS = {
+    "student": measure_student,
+    "student_data": measure_student_data,
+    "student_bare": measure_student_bare,
+    "inference": measure_inference,
+    "inference_bare": measure_inference_bare,
+}
+
+
+def run_one(name: str, args) -> dict:
+    """One measurement in a fresh process; its JSON result."""
+    amount = args.infer if name.startswith("inference") else args.steps
+    cmd = [sys.executable, __file__, "--one", name, "--amount", str(amount), "--params", str(args.params)]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def markdown(results: dict, args, command: str) -> str:
+    params = load_params(args.params)
+    st, pl = params.student, params.pseudolabel
+    train_ratio = results["student"]["images_per_s"] / results["student_bare"]["images_per_s"]
+    infer_ratio = results["inference"]["images_per_s"] / results["inference_bare"]["images_per_s"]
+    wait = results["student_data"]["seconds"] / results["student"]["seconds"]
+    rows = [
+        ("student training", "student", "student_bare", f"{st.batch_labeled} + {st.batch_unlabeled}"),
+        ("inference (pseudolabel)", "inference", "inference_bare", f"{pl.batch_size}"),
+    ]
+    lines = [
+        "# Speed: the pipeline's loops against a bare PyTorch loop",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'} ({os.cpu_count()} CPU "
+        f"cores, torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, channels_last, no GPU) "
+        "with:",
+        "",
+        f"    {command}",
+        "",
+        f"Student width {st.width}, depth {st.depth}, {params.data.image_size} px, {params.data.channels} "
+        f"channel(s); {args.steps} training steps, {args.infer:,} images for inference. Each row ran in its "
+        "own process; peak RSS is that process's.",
+        "",
+        "| loop | batch | pipeline img/s | bare img/s | ratio | pipeline peak RSS | bare peak RSS |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label, ours, bare, batch in rows:
+        a, b = results[ours], results[bare]
+        lines.append(f"| {label} | {batch} | {a['images_per_s']:,.0f} | {b['images_per_s']:,.0f} | "
+                     f"**{a['images_per_s'] / b['images_per_s']:.2f}** | {a['peak_rss_mib']:,.0f} | "
+                     f"{b['peak_rss_mib']:,.0f} |")  # fmt: skip
+    lines += [
+        "",
+        f"Data waiting in student training: the loaders alone took {results['student_data']['seconds']:.1f}"
+        f" s of the loop's {results['student']['seconds']:.1f} s, **{wait:.0%}** of each step (augmentation "
+        "runs in the training process, so this time is not overlapped). Peak RSS in MiB.",
+        "",
+        f"Targets (issue 7): ratio >= 0.9 (training {train_ratio:.2f}, inference {infer_ratio:.2f}); data "
+        f"waiting < 10 % ({wait:.0%}).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=60, help="training steps per measurement")
+    parser.add_argument("--infer", type=int, default=20_000, help="images for the inference measurement")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "speed.md")
+    parser.add_argument("--one", choices=sorted(MEASUREMENTS), help=argparse.SUPPRESS)
+    parser.add_argument("--amount", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:  # a child process: one measurement, JSON on the last line
+        print(json.dumps(MEASUREMENTS[args.one](args.params, args.amount)))
+        return
+    command = "python bench/speed.py " + " ".join(sys.argv[1:])
+    results = {}
+    for name in MEASUREMENTS:
+        results[name] = run_one(name, args)
+        print(name, results[name], flush=True)
+    write_doc(args.doc, markdown(results, args, command))
+    print(markdown(results, args, command))
+
+
+if __name__ == "__main__":
+    main()
