@@ -69,11 +69,12 @@ def measure_student(params_file: Path, steps: int) -> dict:
     pseudo = student_pseudo(store, arch.num_classes)
     model = build_classifier(arch, store.stats["mean"], store.stats["std"])
     start = time.perf_counter()
-    fit_student(model, store.images, store.split("labeled"), pseudo, cfg, params.data.image_size,
-                params.seed, log=lambda metrics, step: None)  # fmt: skip
+    last = fit_student(model, store.images, store.split("labeled"), pseudo, cfg, params.data.image_size,
+                       params.seed, log=lambda metrics, step: None)  # fmt: skip
     seconds = time.perf_counter() - start
     return {"images_per_s": steps * (cfg.batch_labeled + cfg.batch_unlabeled) / seconds, "seconds": seconds,
-            "peak_rss_mib": peak_rss_mib()}  # fmt: skip
+            "data_wait_share": last["time/data_wait_share"], "peak_rss_mib": peak_rss_mib(),
+            "loader_workers": cfg.loader_workers}  # fmt: skip
 
 
 def measure_student_data(params_file: Path, steps: int) -> dict:
@@ -160,7 +161,8 @@ def markdown(results: dict, args, command: str) -> str:
     st, pl = params.student, params.pseudolabel
     train_ratio = results["student"]["images_per_s"] / results["student_bare"]["images_per_s"]
     infer_ratio = results["inference"]["images_per_s"] / results["inference_bare"]["images_per_s"]
-    wait = results["student_data"]["seconds"] / results["student"]["seconds"]
+    wait = results["student"]["data_wait_share"]
+    augment_share = results["student_data"]["seconds"] / results["student"]["seconds"]
     rows = [
         ("student training", "student", "student_bare", f"{st.batch_labeled} + {st.batch_unlabeled}"),
         ("inference (pseudolabel)", "inference", "inference_bare", f"{pl.batch_size}"),
@@ -188,9 +190,11 @@ def markdown(results: dict, args, command: str) -> str:
                      f"{b['peak_rss_mib']:,.0f} |")  # fmt: skip
     lines += [
         "",
-        f"Data waiting in student training: the loaders alone took {results['student_data']['seconds']:.1f}"
-        f" s of the loop's {results['student']['seconds']:.1f} s, **{wait:.0%}** of each step (augmentation "
-        "runs in the training process, so this time is not overlapped). Peak RSS in MiB.",
+        f"Data waiting in student training (`student.loader_workers: {results['student']['loader_workers']}`"
+        f"): the loop blocked on its next batch for **{wait:.0%}** of its time (timed inside fit_student). "
+        f"Making the batches alone (strong augmentation and collation, in one process) takes "
+        f"{results['student_data']['seconds']:.1f} s, {augment_share:.0%} of the loop's "
+        f"{results['student']['seconds']:.1f} s. Peak RSS in MiB.",
         "",
         f"Targets (issue 7): ratio >= 0.9 (training {train_ratio:.2f}, inference {infer_ratio:.2f}); data "
         f"waiting < 10 % ({wait:.0%}).",

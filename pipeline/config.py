@@ -229,6 +229,9 @@ class StudentConfig(Section):
     entropy_weight: float = Field(ge=0, description="lambda of the entropy-minimization term")
     entropy_warmup: float = Field(ge=0, le=1, description="share of steps over which lambda ramps up")
     strong: StrongAugment
+    loader_workers: int = Field(
+        ge=0, le=1, description="0: augment in the training process; 1: in a worker process that works ahead"
+    )
 
 
 class RoundConfig(Section):

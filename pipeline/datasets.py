@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate, get_worker_info
 
 from pipeline.distributed import SINGLE, World, shard_order
+from pipeline.resume import augmentation_state
 
 Transform = Callable[..., dict]
 
@@ -36,6 +38,20 @@ class Views(Dataset):
         return [to_tensor(t(image=img)["image"]) for t in self.transforms], i
 
 
+class CollateWithAugmentationState:
+    """collate_fn: the batch, and the state of the dataset's albumentations generators right after it was
+    made, in whichever process made it. A resume point after that batch's step needs this state; with a
+    worker process it is the worker's, and the worker is already drawing for the next batches."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __call__(self, items: list) -> tuple[Any, list]:
+        info = get_worker_info()
+        dataset = info.dataset if info is not None else self.dataset
+        return default_collate(items), augmentation_state(dataset.transforms)
+
+
 def endless_loader(
     dataset: Dataset,
     batch_size: int,
@@ -43,19 +59,27 @@ def endless_loader(
     seed: int,
     skip_batches: int = 0,
     world: World = SINGLE,
+    workers: int = 0,
+    with_state: bool = False,
 ) -> DataLoader:
     """Sample `num_samples` items with replacement in batches, in an order fixed by `seed`, leaving out the
     first `skip_batches` batches (a resumed run: the same order from there on). Under torchrun each process
     gets its slice of every batch of `batch_size` (pipeline.distributed).
 
-    Augmentation runs in this process (num_workers=0) so albumentations' seeded generators make the
-    augmented images repeatable from run to run.
+    Augmentation runs in this process (`workers=0`) or in one worker process that works ahead (`workers=1`).
+    Either way one copy of albumentations' seeded generators draws for the batches in order, so the augmented
+    images are the same. `with_state`: batches come as (batch, augmentation state after it).
     """
     generator = torch.Generator().manual_seed(seed)
     sampler = RandomSampler(dataset, replacement=True, num_samples=num_samples, generator=generator)
     order = shard_order(list(sampler)[skip_batches * batch_size :], batch_size, world)
     local = world.local_batch(batch_size, "batch size")
-    return DataLoader(dataset, batch_size=local, sampler=order, num_workers=0, drop_last=True)
+    if workers not in (0, 1):
+        raise ValueError(f"loader workers must be 0 or 1 (one generator sequence), got {workers}")
+    extra = {"collate_fn": CollateWithAugmentationState(dataset)} if with_state else {}
+    if workers:
+        extra.update(num_workers=1, prefetch_factor=4, multiprocessing_context="fork")
+    return DataLoader(dataset, batch_size=local, sampler=order, drop_last=True, **extra)
 
 
 def epoch_loader(dataset: Dataset, batch_size: int, seed: int) -> DataLoader:

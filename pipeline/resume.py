@@ -53,16 +53,29 @@ def _composes(transform: Any) -> list[Any]:
     return nodes
 
 
-def rng_state(transforms: list[A.Compose]) -> dict[str, Any]:
-    """The state of every random generator a training loop draws from."""
+def augmentation_state(transforms: list[A.Compose]) -> list:
+    """The generators of every albumentations node of `transforms`."""
+    return [
+        [(node.random_generator.bit_generator.state, node.py_random.getstate()) for node in _composes(t)]
+        for t in transforms
+    ]
+
+
+def set_augmentation_state(state: list, transforms: list[A.Compose]) -> None:
+    for transform, nodes in zip(transforms, state, strict=True):
+        for node, (numpy_state, python_state) in zip(_composes(transform), nodes, strict=True):
+            node.random_generator.bit_generator.state = numpy_state
+            node.py_random.setstate(python_state)
+
+
+def rng_state(transforms: list[A.Compose], augmentation: list | None = None) -> dict[str, Any]:
+    """The state of every random generator a training loop draws from. `augmentation`: the albumentations
+    part as the process that augments saw it after the last batch (pipeline.datasets), when not this one's."""
     return {
         "torch": torch.get_rng_state(),
         "numpy": np.random.get_state(),
         "python": random.getstate(),
-        "albumentations": [
-            [(node.random_generator.bit_generator.state, node.py_random.getstate()) for node in _composes(t)]
-            for t in transforms
-        ],
+        "albumentations": augmentation if augmentation is not None else augmentation_state(transforms),
     }
 
 
@@ -70,10 +83,7 @@ def set_rng_state(state: dict[str, Any], transforms: list[A.Compose]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
-    for transform, nodes in zip(transforms, state["albumentations"], strict=True):
-        for node, (numpy_state, python_state) in zip(_composes(transform), nodes, strict=True):
-            node.random_generator.bit_generator.state = numpy_state
-            node.py_random.setstate(python_state)
+    set_augmentation_state(state["albumentations"], transforms)
 
 
 class History:
@@ -119,13 +129,19 @@ class ResumePoint:
         torch.save({"key": self.key, **state}, buffer)
         atomic_write(self.path, lambda p: p.write_bytes(buffer.getvalue()))
 
-    def save_state(self, step: int, modules: dict[str, Any], transforms: list[A.Compose], history: History):
+    def save_state(
+        self,
+        step: int,
+        modules: dict[str, Any],
+        transforms: list[A.Compose],
+        history: History,
+        augmentation: list | None = None,
+    ) -> None:
         """Write the resume point after `step` steps: `modules` (models, optimizer: anything with a
-        state_dict), the random generators and the history."""
+        state_dict), the random generators (`augmentation`: see rng_state) and the history."""
         modules_state = {name: module.state_dict() for name, module in modules.items()}
-        self.save(
-            {"step": step, "modules": modules_state, "rng": rng_state(transforms), "history": history.rows}
-        )
+        rng = rng_state(transforms, augmentation)
+        self.save({"step": step, "modules": modules_state, "rng": rng, "history": history.rows})
 
     def restore(self, saved: dict[str, Any], modules: dict[str, Any], transforms: list[A.Compose]) -> None:
         """Load a state from `load()` into `modules` and the generators. Call it after the data loaders'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ from pipeline.distributed import SINGLE, World, wrap
 from pipeline.losses.semi import entropy_minimization, weighted_soft_cross_entropy
 from pipeline.models import Classifier
 from pipeline.pseudo.select import softmax
-from pipeline.resume import History, ResumePoint
+from pipeline.resume import History, ResumePoint, set_augmentation_state
 from pipeline.schedules import linear_ramp, warmup_cosine
 
 LogFn = Callable[[dict[str, float], int], None]
@@ -71,9 +72,33 @@ class _Indexed(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.views)
 
+    @property
+    def transforms(self) -> list:
+        return self.views.transforms
+
     def __getitem__(self, i: int):
         (view,), _ = self.views[i]
         return view, {k: torch.as_tensor(v[i]) for k, v in self.arrays.items()}
+
+
+class WaitClock:
+    """Iterates `batches`, timing how long each `next` blocks: the share of the loop spent waiting on data."""
+
+    def __init__(self, batches):
+        self.batches, self.waited, self.started = iter(batches), 0.0, time.perf_counter()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        start = time.perf_counter()
+        try:
+            return next(self.batches)
+        finally:
+            self.waited += time.perf_counter() - start
+
+    def share(self) -> float:
+        return self.waited / max(time.perf_counter() - self.started, 1e-9)
 
 
 def _sgd(model: Classifier, lr: float, weight_decay: float, encoder_lr_scale: float) -> torch.optim.SGD:
@@ -175,13 +200,18 @@ def fit_student(
     )
     saved = resume.load() if resume else None
     start = saved["step"] if saved else 0
+    if saved:  # before a loader's worker process starts with a copy of the generators
+        set_augmentation_state(saved["rng"]["albumentations"], transforms)
     world.local_batch(cfg.batch_labeled, "student.batch_labeled")
     world.local_batch(cfg.batch_unlabeled, "student.batch_unlabeled")
-    lab_loader = endless_loader(lab, cfg.batch_labeled, cfg.steps * cfg.batch_labeled, seed, start, world)
-    unl_loader = endless_loader(
-        unl, cfg.batch_unlabeled, cfg.steps * cfg.batch_unlabeled, seed + 1, start, world
+    loader_args = {"world": world, "workers": cfg.loader_workers, "with_state": True}
+    lab_loader = endless_loader(
+        lab, cfg.batch_labeled, cfg.steps * cfg.batch_labeled, seed, start, **loader_args
     )
-    batches = zip(lab_loader, unl_loader, strict=True)  # creates both iterators, in this order
+    unl_loader = endless_loader(
+        unl, cfg.batch_unlabeled, cfg.steps * cfg.batch_unlabeled, seed + 1, start, **loader_args
+    )
+    batches = zip(lab_loader, unl_loader, strict=True)  # creates both iterators (and workers), in this order
     modules = {"model": model, "optimizer": opt}
     if saved:
         resume.restore(saved, modules, transforms)
@@ -190,10 +220,9 @@ def fit_student(
     model.train()
     net = wrap(model, world, seed, find_unused=cfg.stochastic_depth > 0)  # a dropped block gets no gradient
     last: dict[str, float] = {}
-    for step, ((xl, al), (xu, au)) in enumerate(
-        tqdm(batches, total=cfg.steps, initial=start, desc="student", unit="step", mininterval=1.0),
-        start=start,
-    ):
+    waiting = WaitClock(batches)
+    progress = tqdm(waiting, total=cfg.steps, initial=start, desc="student", unit="step", mininterval=1.0)
+    for step, (((xl, al), lab_state), ((xu, au), unl_state)) in enumerate(progress, start=start):
         _set_lr(opt, warmup_cosine(step, cfg.steps, cfg.lr, warmup_steps=cfg.steps // 20))
         logits = net(torch.cat([xl, xu]))
         logits_l, logits_u = logits[: len(xl)], logits[len(xl) :]
@@ -215,10 +244,11 @@ def fit_student(
                 "train/entropy_weight": lam,
                 "train/lr": opt.param_groups[0]["lr"],
                 "pl/batch_mask_rate": float((au["weight"] > 0).float().mean()),
+                "time/data_wait_share": waiting.share(),
             }
             history(last, step)
-        if resume and resume.due(step + 1, cfg.steps):
-            resume.save_state(step + 1, modules, transforms, history)
+        if resume and resume.due(step + 1, cfg.steps):  # the generators as they were after this batch
+            resume.save_state(step + 1, modules, transforms, history, lab_state + unl_state)
     return last
 
 

@@ -136,3 +136,20 @@ def test_a_diverging_loss_names_epoch_and_step_and_keeps_the_last_resume_point(i
     saved = point.load()
     assert saved["step"] == step  # the point written after the last finite step, untouched
     assert all(torch.isfinite(t).all() for t in saved["modules"]["model"].values() if t.is_floating_point())
+
+
+def test_a_loader_worker_process_gives_the_same_training_as_augmenting_in_process(images):
+    """One copy of the augmentation generators draws for the batches in order, in whichever process."""
+    arch = Architecture(channels=1, width=4, depth=2, num_classes=3, dropout=0.3, stochastic_depth=0.5)
+    rng = np.random.default_rng(1)
+    pseudo = PseudoLabeled(np.arange(24, 64), rng.dirichlet(np.ones(3), 40), rng.uniform(0, 1, 40))
+    states = []
+    for workers in (0, 1):
+        cfg = PARAMS.student.model_copy(
+            update={"steps": 6, "batch_labeled": 4, "batch_unlabeled": 8, "loader_workers": workers}
+        )
+        model = classifier(arch)
+        last = fit_student(model, images, labeled_split(), pseudo, cfg, 28, 0, stop_at(None), log_every=1)
+        states.append(model.state_dict())
+        assert 0 <= last["time/data_wait_share"] <= 1
+    assert_same_state(*states)
