@@ -125,14 +125,15 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def mean_std(values: list[float], percent: bool = True) -> str:
+def mean_std(values: list[float], percent: bool = True, decimals: int = 1) -> str:
     values = [v for v in values if v == v]  # drop NaN (a metric a round does not have)
     if not values:
         return "–"
     scale, unit = (100, " %") if percent else (1, "")
     if len(values) == 1:
-        return f"{scale * values[0]:.1f}{unit}"
-    return f"{scale * np.mean(values):.1f} ± {scale * np.std(values, ddof=1):.1f}{unit}"
+        return f"{scale * values[0]:,.{decimals}f}{unit}"
+    mean, std = scale * np.mean(values), scale * np.std(values, ddof=1)
+    return f"{mean:,.{decimals}f} ± {std:,.{decimals}f}{unit}"
 
 
 def labels_table(results: list[dict], rounds: int) -> list[str]:
@@ -150,7 +151,7 @@ def labels_table(results: list[dict], rounds: int) -> list[str]:
             model = "teacher (r0)" if k == 0 else f"student r{k}"
             acc = mean_std([m["test/accuracy"] for m in metrics])
             precision = mean_std([m.get("pl/precision", float("nan")) for m in metrics])
-            accepted = mean_std([m.get("pl/accepted", float("nan")) for m in metrics], percent=False)
+            accepted = mean_std([m.get("pl/accepted", float("nan")) for m in metrics], False, decimals=0)
             lines.append(f"| {10 * n} | {model} | {acc} | {precision} | {accepted} | {len(runs)} | "
                          f"{minutes if k == rounds else ''} |")  # fmt: skip
     return lines
