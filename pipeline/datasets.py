@@ -61,6 +61,7 @@ def endless_loader(
     world: World = SINGLE,
     workers: int = 0,
     with_state: bool = False,
+    key: str = "batch size",
 ) -> DataLoader:
     """Sample `num_samples` items with replacement in batches, in an order fixed by `seed`, leaving out the
     first `skip_batches` batches (a resumed run: the same order from there on). Under torchrun each process
@@ -68,12 +69,13 @@ def endless_loader(
 
     Augmentation runs in this process (`workers=0`) or in one worker process that works ahead (`workers=1`).
     Either way one copy of albumentations' seeded generators draws for the batches in order, so the augmented
-    images are the same. `with_state`: batches come as (batch, augmentation state after it).
+    images are the same. `with_state`: batches come as (batch, augmentation state after it). `key`: the
+    params key of `batch_size`, named when it does not divide by the processes.
     """
     generator = torch.Generator().manual_seed(seed)
     sampler = RandomSampler(dataset, replacement=True, num_samples=num_samples, generator=generator)
+    local = world.local_batch(batch_size, key)
     order = shard_order(list(sampler)[skip_batches * batch_size :], batch_size, world)
-    local = world.local_batch(batch_size, "batch size")
     if workers not in (0, 1):
         raise ValueError(f"loader workers must be 0 or 1 (one generator sequence), got {workers}")
     extra = {"collate_fn": CollateWithAugmentationState(dataset)} if with_state else {}

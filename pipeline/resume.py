@@ -33,15 +33,13 @@ if TYPE_CHECKING:
 
 
 def resume_key(params: dict, stage: str, inputs: Iterable[Path]) -> str:
-    """sha256 of the params, the stage name and the bytes of its input files (folders: every file)."""
+    """sha256 of the params, the stage name and the bytes of its input files."""
     digest = hashlib.sha256(json.dumps([params, stage], sort_keys=True, default=str).encode())
     for path in sorted(Path(p) for p in inputs):
-        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-        for file in files:
-            digest.update(str(file.relative_to(path.parent)).encode())
-            with open(file, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    digest.update(chunk)
+        digest.update(path.name.encode())
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -135,8 +135,10 @@ def fit_teacher(
     data = _Indexed(Views(images, labeled.index, [weak]), label=labeled.labels)
     saved = resume.load() if resume else None
     start = saved["step"] if saved else 0
-    world.local_batch(cfg.batch_size, "teacher.batch_size")
-    batches = iter(endless_loader(data, cfg.batch_size, cfg.steps * cfg.batch_size, seed, start, world))
+    loader = endless_loader(
+        data, cfg.batch_size, cfg.steps * cfg.batch_size, seed, start, world, key="teacher.batch_size"
+    )
+    batches = iter(loader)
     modules = {"model": model, "optimizer": opt}
     if saved:
         resume.restore(saved, modules, [weak])
@@ -202,15 +204,15 @@ def fit_student(
     start = saved["step"] if saved else 0
     if saved:  # before a loader's worker process starts with a copy of the generators
         set_augmentation_state(saved["rng"]["albumentations"], transforms)
-    world.local_batch(cfg.batch_labeled, "student.batch_labeled")
-    world.local_batch(cfg.batch_unlabeled, "student.batch_unlabeled")
     loader_args = {"world": world, "workers": cfg.loader_workers, "with_state": True}
     lab_loader = endless_loader(
-        lab, cfg.batch_labeled, cfg.steps * cfg.batch_labeled, seed, start, **loader_args
-    )
+        lab, cfg.batch_labeled, cfg.steps * cfg.batch_labeled, seed, start, key="student.batch_labeled",
+        **loader_args,
+    )  # fmt: skip
     unl_loader = endless_loader(
-        unl, cfg.batch_unlabeled, cfg.steps * cfg.batch_unlabeled, seed + 1, start, **loader_args
-    )
+        unl, cfg.batch_unlabeled, cfg.steps * cfg.batch_unlabeled, seed + 1, start,
+        key="student.batch_unlabeled", **loader_args,
+    )  # fmt: skip
     batches = zip(lab_loader, unl_loader, strict=True)  # creates both iterators (and workers), in this order
     modules = {"model": model, "optimizer": opt}
     if saved:

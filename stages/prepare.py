@@ -18,15 +18,13 @@ def main() -> None:
     versions = {split: dvc_data_hash(folder) for split, folder in roots.items()}
     with stage_run(params, "prepare", logged={"data": params.data.model_dump()}) as run:
         try:
-            known = Path(params.checkpoints.dir) / "prepare_file_hashes.parquet"  # local, not a DVC output
             result = prepare(
                 roots,
                 Path(paths.prepared),
                 params.data.image_size,
                 params.data.channels,
-                True,
-                versions,
-                known,
+                versions=versions,
+                file_hashes=Path(params.checkpoints.dir) / "prepare_file_hashes.parquet",  # local state
             )
         except DataError as err:  # checked before anything is written
             sys.exit(f"error: {err}")

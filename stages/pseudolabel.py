@@ -45,9 +45,9 @@ def main() -> None:
         encoder, _ = load_encoder(Path(paths.encoder) / "encoder.pt")
         features = encode(encoder, data.images, chunk).numpy()
     probs, features = world.gather(probs), world.gather(features)
-    if not world.main:  # the other processes are done: rank 0 selects, writes and logs
-        return world.close()
     world.close()
+    if not world.main:  # the other processes are done: rank 0 selects, writes and logs
+        return
 
     with stage_run(params, "pseudolabel", round_name, {"pseudolabel": cfg.model_dump(), "prev": prev}) as run:
         if ood.method == "none":

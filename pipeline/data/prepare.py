@@ -195,8 +195,10 @@ class KnownHashes:
         except (OSError, ValueError, AttributeError, TypeError):
             pass  # no table (or an unreadable one): read every file
 
-    @staticmethod
-    def stat(f: ScannedFile) -> tuple[int, int, int] | None:
+    def stat(self, f: ScannedFile) -> tuple[int, int, int] | None:
+        """(size, mtime, ctime) of `f`, or None when unreadable or when no table is kept."""
+        if self.path is None:
+            return None
         try:
             st = os.stat(f.full)
         except OSError:
