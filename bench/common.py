@@ -67,7 +67,9 @@ def scratch_teacher(params: Params, store: Prepared, steps: int, lr: float) -> f
     seed_everything(params.seed)
     arch = Architecture(params.data.channels, params.model.width, params.model.depth, len(store.classes))
     model = build_classifier(arch, store.stats["mean"], store.stats["std"])
-    cfg = params.teacher.model_copy(update={"encoder_lr_scale": 1.0, "steps": steps, "lr": lr})
+    cfg = params.teacher.model_copy(
+        update={"encoder_lr_scale": 1.0, "freeze_encoder_below": 0, "steps": steps, "lr": lr}
+    )
     fit_teacher(model, store.images, store.split("labeled"), cfg, params.data.image_size, params.seed,
                 log=lambda metrics, step: None)  # fmt: skip
     test = store.split("test")

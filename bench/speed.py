@@ -4,9 +4,9 @@ Each measurement runs in its own process (so its peak RSS is its own) on the dem
 (`make demo` or `dvc repro prepare` first):
 
 - student: `pipeline.train.fit_student` for `--steps` steps at the params.yaml batch sizes (labeled +
-  unlabeled images, strong augmentation in the loop's process, dropout, stochastic depth), against a bare loop
-  of the same model, batch and precision on tensors made beforehand (forward, cross-entropy, backward, SGD).
-  Data waiting: the same loaders iterated alone, without the model, over the same steps.
+  unlabeled images, strong augmentation as `student.strong.backend` says, dropout, stochastic depth),
+  against a bare loop of the same model, batch and precision on tensors made beforehand (forward,
+  cross-entropy, backward, SGD). Data: the same loaders and augmentation alone, without the model.
 - inference: `pipeline.train.predict` over `--infer` images of the store against the bare `model(x)` under
   `torch.no_grad()` on tensors made beforehand, at the pseudolabel batch size.
 
@@ -34,12 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, write_doc  # noqa: E402
 
-from pipeline import augment  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data.store import load_prepared  # noqa: E402
-from pipeline.datasets import Views, endless_loader  # noqa: E402
+from pipeline.datasets import endless_loader  # noqa: E402
 from pipeline.models import Architecture, build_classifier  # noqa: E402
-from pipeline.train import PseudoLabeled, _Indexed, fit_student, predict, seed_everything  # noqa: E402
+from pipeline.train import PseudoLabeled, fit_student, predict, seed_everything, student_data  # noqa: E402
 
 
 def peak_rss_mib() -> float:
@@ -74,23 +73,24 @@ def measure_student(params_file: Path, steps: int) -> dict:
     seconds = time.perf_counter() - start
     return {"images_per_s": steps * (cfg.batch_labeled + cfg.batch_unlabeled) / seconds, "seconds": seconds,
             "data_wait_share": last["time/data_wait_share"], "peak_rss_mib": peak_rss_mib(),
-            "loader_workers": cfg.loader_workers}  # fmt: skip
+            "loader_workers": cfg.loader_workers, "backend": cfg.strong.backend}  # fmt: skip
 
 
 def measure_student_data(params_file: Path, steps: int) -> dict:
-    """The student's two loaders alone (strong augmentation, collation), as fit_student builds them."""
+    """The student's two loaders alone, as fit_student builds them, plus the augmentation of whole batches
+    when `student.strong.backend` is tensor: everything of a step but the model."""
     params, store, cfg, arch = setup(params_file)
     pseudo = student_pseudo(store, arch.num_classes)
-    size, seed, labeled = params.data.image_size, params.seed, store.split("labeled")
-    lab = _Indexed(Views(store.images, labeled.index, [augment.strong(cfg.strong, size, seed)]),
-                   label=labeled.labels)  # fmt: skip
-    unl = _Indexed(Views(store.images, pseudo.index, [augment.strong(cfg.strong, size, seed + 1)]),
-                   target=pseudo.targets, weight=pseudo.weights)  # fmt: skip
+    seed, labeled = params.seed, store.split("labeled")
+    lab, unl, _, on_batch = student_data(
+        store.images, labeled, pseudo, cfg.strong, params.data.image_size, seed
+    )
     start = time.perf_counter()
     lab_loader = endless_loader(lab, cfg.batch_labeled, steps * cfg.batch_labeled, seed)
     unl_loader = endless_loader(unl, cfg.batch_unlabeled, steps * cfg.batch_unlabeled, seed + 1)
-    for _ in zip(lab_loader, unl_loader, strict=True):
-        pass
+    for (xl, _), (xu, _) in zip(lab_loader, unl_loader, strict=True):
+        if on_batch:
+            on_batch[0](xl), on_batch[1](xu)
     return {"seconds": time.perf_counter() - start, "peak_rss_mib": peak_rss_mib()}
 
 
@@ -190,9 +190,10 @@ def markdown(results: dict, args, command: str) -> str:
                      f"{b['peak_rss_mib']:,.0f} |")  # fmt: skip
     lines += [
         "",
-        f"Data waiting in student training (`student.loader_workers: {results['student']['loader_workers']}`"
-        f"): the loop blocked on its next batch for **{wait:.0%}** of its time (timed inside fit_student). "
-        f"Making the batches alone (strong augmentation and collation, in one process) takes "
+        f"Data in student training (`student.strong.backend: {results['student']['backend']}`, "
+        f"`student.loader_workers: {results['student']['loader_workers']}`): the loop waited on its next "
+        f"batch or augmented it for **{wait:.0%}** of its time (timed inside fit_student). "
+        f"Making the batches alone (reading, strong augmentation, collation, in one process) takes "
         f"{results['student_data']['seconds']:.1f} s, {augment_share:.0%} of the loop's "
         f"{results['student']['seconds']:.1f} s. Peak RSS in MiB.",
         "",

@@ -174,6 +174,9 @@ class TeacherConfig(Section):
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0)
     encoder_lr_scale: float = Field(ge=0, description="encoder lr = lr * this; 0 freezes the encoder")
+    freeze_encoder_below: float = Field(
+        ge=0, description="labels per class under which the encoder stays frozen (linear probe); 0: never"
+    )
     weight_decay: float = Field(ge=0)
     dropout: float = Field(ge=0, lt=1)
 
@@ -211,6 +214,9 @@ class StrongAugment(Section):
     num_ops: int = Field(ge=0, le=8)
     magnitude: int = Field(ge=0, le=10)
     cutout: float = Field(ge=0, lt=1, description="side of the cutout square as a share of the image side")
+    backend: Literal["tensor", "albumentations"] = Field(
+        description="tensor: whole batches at once (pipeline.augment_batch); albumentations: image by image"
+    )
 
 
 class StudentConfig(Section):

@@ -38,6 +38,25 @@ class Views(Dataset):
         return [to_tensor(t(image=img)["image"]) for t in self.transforms], i
 
 
+class Batched(Dataset):
+    """Store rows `index` plus per-item arrays, un-augmented, read a whole batch at a time: the DataLoader
+    calls `__getitems__` with the batch's item numbers, so a batch is one memmap read and no per-image Python
+    (for augmentation on whole batches, pipeline.augment_batch). A batch: ((B, C, H, W) floats in [0, 1],
+    {name: (B, ...) tensor})."""
+
+    transforms: list = []  # no albumentations generators: nothing to carry in a resume point
+
+    def __init__(self, images: np.ndarray, index: np.ndarray, **arrays: np.ndarray):
+        self.images, self.index, self.arrays = images, index, arrays
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitems__(self, items: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        rows = self.index[items]
+        return to_tensor(self.images[rows]), {k: torch.as_tensor(v[items]) for k, v in self.arrays.items()}
+
+
 class CollateWithAugmentationState:
     """collate_fn: the batch, and the state of the dataset's albumentations generators right after it was
     made, in whichever process made it. A resume point after that batch's step needs this state; with a
@@ -49,7 +68,12 @@ class CollateWithAugmentationState:
     def __call__(self, items: list) -> tuple[Any, list]:
         info = get_worker_info()
         dataset = info.dataset if info is not None else self.dataset
-        return default_collate(items), augmentation_state(dataset.transforms)
+        batch = items if isinstance(dataset, Batched) else default_collate(items)  # Batched: one already
+        return batch, augmentation_state(dataset.transforms)
+
+
+def _as_read(batch):
+    return batch  # a Batched dataset's __getitems__ made the whole batch
 
 
 def endless_loader(
@@ -79,6 +103,8 @@ def endless_loader(
     if workers not in (0, 1):
         raise ValueError(f"loader workers must be 0 or 1 (one generator sequence), got {workers}")
     extra = {"collate_fn": CollateWithAugmentationState(dataset)} if with_state else {}
+    if isinstance(dataset, Batched) and not with_state:
+        extra = {"collate_fn": _as_read}
     if workers:
         extra.update(num_workers=1, prefetch_factor=4, multiprocessing_context="fork")
     return DataLoader(dataset, batch_size=local, sampler=order, drop_last=True, **extra)

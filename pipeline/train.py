@@ -6,6 +6,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,9 +15,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pipeline import augment
-from pipeline.config import StudentConfig, TeacherConfig
+from pipeline.augment_batch import BatchStrong
+from pipeline.config import StrongAugment, StudentConfig, TeacherConfig
 from pipeline.data.store import Split
-from pipeline.datasets import Views, endless_loader, image_batches
+from pipeline.datasets import Batched, Views, endless_loader, image_batches
 from pipeline.distributed import SINGLE, World, wrap
 from pipeline.losses.semi import entropy_minimization, weighted_soft_cross_entropy
 from pipeline.models import Classifier
@@ -82,7 +84,8 @@ class _Indexed(torch.utils.data.Dataset):
 
 
 class WaitClock:
-    """Iterates `batches`, timing how long each `next` blocks: the share of the loop spent waiting on data."""
+    """Iterates `batches`, timing how long each `next` blocks, plus the time spent in `counted()` blocks
+    (augmentation of whole batches in the loop): the share of the loop spent on data rather than the model."""
 
     def __init__(self, batches):
         self.batches, self.waited, self.started = iter(batches), 0.0, time.perf_counter()
@@ -94,6 +97,14 @@ class WaitClock:
         start = time.perf_counter()
         try:
             return next(self.batches)
+        finally:
+            self.waited += time.perf_counter() - start
+
+    @contextmanager
+    def counted(self):
+        start = time.perf_counter()
+        try:
+            yield
         finally:
             self.waited += time.perf_counter() - start
 
@@ -113,6 +124,13 @@ def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr * group["lr_scale"]
 
 
+def encoder_frozen(cfg: TeacherConfig, labels: np.ndarray, num_classes: int) -> bool:
+    """Whether the teacher trains a linear head on the frozen SSL encoder rather than fine-tuning it:
+    when `encoder_lr_scale` is 0, or when there are fewer than `freeze_encoder_below` labels per class
+    (labels / classes). Few labels overfit a fine-tuned encoder (docs/pseudo_label_benchmark.md)."""
+    return cfg.encoder_lr_scale == 0 or len(labels) / num_classes < cfg.freeze_encoder_below
+
+
 def fit_teacher(
     model: Classifier,
     images: np.ndarray,
@@ -125,12 +143,13 @@ def fit_teacher(
     log_every: int = 25,
     world: World = SINGLE,
 ) -> dict[str, float]:
-    """Fine-tune encoder + linear head on the labeled images with weak augmentation (cross-entropy).
+    """Train encoder + linear head on the labeled images with weak augmentation (cross-entropy); the
+    encoder is fine-tuned or, with few labels per class, frozen (`encoder_frozen`).
     With `resume`, start from its saved state if it has one and write one every `resume.every` steps.
     Under torchrun (`world`), each process trains on its slice of every batch (pipeline.distributed)."""
-    frozen = cfg.encoder_lr_scale == 0
+    frozen = encoder_frozen(cfg, labeled.labels, model.arch.num_classes)
     model.encoder.requires_grad_(not frozen)
-    opt = _sgd(model, cfg.lr, cfg.weight_decay, cfg.encoder_lr_scale)
+    opt = _sgd(model, cfg.lr, cfg.weight_decay, 0.0 if frozen else cfg.encoder_lr_scale)
     weak = augment.weak(image_size, world.seed(seed))
     data = _Indexed(Views(images, labeled.index, [weak]), label=labeled.labels)
     saved = resume.load() if resume else None
@@ -165,6 +184,27 @@ def fit_teacher(
     return last
 
 
+def student_data(
+    images: np.ndarray,
+    labeled: Split,
+    pseudo: PseudoLabeled,
+    strong: StrongAugment,
+    image_size: int,
+    seed: int,
+) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset, list, list[BatchStrong]]:
+    """fit_student's labeled and pseudo-labeled datasets, the albumentations transforms inside them and
+    the augmenters of whole batches, for `strong.backend`: "tensor" reads batches as they are and augments
+    each whole in the loop (no transforms); "albumentations" augments image by image in the loader."""
+    targets = {"target": pseudo.targets.astype(np.float32), "weight": pseudo.weights.astype(np.float32)}
+    if strong.backend == "tensor":
+        on_batch = [BatchStrong(strong, image_size, seed), BatchStrong(strong, image_size, seed + 1)]
+        lab = Batched(images, labeled.index, label=labeled.labels)
+        return lab, Batched(images, pseudo.index, **targets), [], on_batch
+    transforms = [augment.strong(strong, image_size, seed), augment.strong(strong, image_size, seed + 1)]
+    lab = _Indexed(Views(images, labeled.index, transforms[:1]), label=labeled.labels)
+    return lab, _Indexed(Views(images, pseudo.index, transforms[1:]), **targets), transforms, []
+
+
 def fit_student(
     model: Classifier,
     images: np.ndarray,
@@ -190,16 +230,7 @@ def fit_student(
         raise ValueError("student: no unlabeled image passed the OOD filter; nothing to train on")
     opt = _sgd(model, cfg.lr, cfg.weight_decay, 1.0)
     aug_seed = world.seed(seed)
-    transforms = [
-        augment.strong(cfg.strong, image_size, aug_seed),
-        augment.strong(cfg.strong, image_size, aug_seed + 1),
-    ]
-    lab = _Indexed(Views(images, labeled.index, transforms[:1]), label=labeled.labels)
-    unl = _Indexed(
-        Views(images, pseudo.index, transforms[1:]),
-        target=pseudo.targets.astype(np.float32),
-        weight=pseudo.weights.astype(np.float32),
-    )
+    lab, unl, transforms, on_batch = student_data(images, labeled, pseudo, cfg.strong, image_size, aug_seed)
     saved = resume.load() if resume else None
     start = saved["step"] if saved else 0
     if saved:  # before a loader's worker process starts with a copy of the generators
@@ -215,6 +246,7 @@ def fit_student(
     )  # fmt: skip
     batches = zip(lab_loader, unl_loader, strict=True)  # creates both iterators (and workers), in this order
     modules = {"model": model, "optimizer": opt}
+    modules.update({f"augment_{i}": aug for i, aug in enumerate(on_batch)})
     if saved:
         resume.restore(saved, modules, transforms)
     history = History(log, saved["history"] if saved else None)
@@ -226,6 +258,9 @@ def fit_student(
     progress = tqdm(waiting, total=cfg.steps, initial=start, desc="student", unit="step", mininterval=1.0)
     for step, (((xl, al), lab_state), ((xu, au), unl_state)) in enumerate(progress, start=start):
         _set_lr(opt, warmup_cosine(step, cfg.steps, cfg.lr, warmup_steps=cfg.steps // 20))
+        if on_batch:
+            with waiting.counted():
+                xl, xu = on_batch[0](xl), on_batch[1](xu)
         logits = net(torch.cat([xl, xu]))
         logits_l, logits_u = logits[: len(xl)], logits[len(xl) :]
         loss_l = F.cross_entropy(logits_l, al["label"])

@@ -11,7 +11,7 @@ def test_every_policy_keeps_shape_and_dtype_for_gray_and_colour(channels):
     policies = [
         ssl_view(ViewPolicy(blur=0.5), 28, seed=0),
         weak(28, seed=0),
-        strong(StrongAugment(num_ops=3, magnitude=10, cutout=0.5), 28, seed=0),
+        strong(StrongAugment(num_ops=3, magnitude=10, cutout=0.5, backend="albumentations"), 28, seed=0),
     ]
     for policy in policies:
         for _ in range(20):  # many draws, so every op of the random choice is exercised

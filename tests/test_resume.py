@@ -65,7 +65,9 @@ def assert_same_state(a: dict, b: dict) -> None:
 
 
 def test_teacher_resumed_after_an_interruption_matches_an_unbroken_run(images, tmp_path):
-    cfg = PARAMS.teacher.model_copy(update={"steps": 12, "batch_size": 4, "encoder_lr_scale": 1.0})
+    cfg = PARAMS.teacher.model_copy(
+        update={"steps": 12, "batch_size": 4, "encoder_lr_scale": 1.0, "freeze_encoder_below": 0}
+    )
     arch = Architecture(channels=1, width=4, depth=1, num_classes=3, dropout=0.3)
 
     def train(point, log):
@@ -78,9 +80,18 @@ def test_teacher_resumed_after_an_interruption_matches_an_unbroken_run(images, t
     assert logged == list(range(12))  # steps 0-3 replayed from the resume point, 4-11 trained again
 
 
-def test_student_resumed_after_an_interruption_matches_an_unbroken_run(images, tmp_path):
+@pytest.mark.parametrize("backend", ["tensor", "albumentations"])
+def test_student_resumed_after_an_interruption_matches_an_unbroken_run(images, tmp_path, backend):
+    strong = PARAMS.student.strong.model_copy(update={"backend": backend})
     cfg = PARAMS.student.model_copy(
-        update={"steps": 12, "batch_labeled": 4, "batch_unlabeled": 8, "width": 4, "dropout": 0.3}
+        update={
+            "steps": 12,
+            "batch_labeled": 4,
+            "batch_unlabeled": 8,
+            "width": 4,
+            "dropout": 0.3,
+            "strong": strong,
+        }
     )
     arch = Architecture(channels=1, width=4, depth=2, num_classes=3, dropout=0.3, stochastic_depth=0.5)
     rng = np.random.default_rng(1)
@@ -126,7 +137,9 @@ def test_a_resume_point_of_another_key_is_ignored(tmp_path):
 
 
 def test_a_diverging_loss_names_epoch_and_step_and_keeps_the_last_resume_point(images, tmp_path):
-    cfg = PARAMS.teacher.model_copy(update={"steps": 40, "batch_size": 4, "lr": 1e6, "encoder_lr_scale": 1.0})
+    cfg = PARAMS.teacher.model_copy(
+        update={"steps": 40, "batch_size": 4, "lr": 1e6, "encoder_lr_scale": 1.0, "freeze_encoder_below": 0}
+    )
     point = ResumePoint(tmp_path, "teacher", key="k", every=1)
     with pytest.raises(TrainingDiverged, match=r"teacher: loss .* at epoch \d+, step (\d+)") as err:
         fit_teacher(
@@ -138,15 +151,23 @@ def test_a_diverging_loss_names_epoch_and_step_and_keeps_the_last_resume_point(i
     assert all(torch.isfinite(t).all() for t in saved["modules"]["model"].values() if t.is_floating_point())
 
 
-def test_a_loader_worker_process_gives_the_same_training_as_augmenting_in_process(images):
+@pytest.mark.parametrize("backend", ["tensor", "albumentations"])
+def test_a_loader_worker_process_gives_the_same_training_as_augmenting_in_process(images, backend):
     """One copy of the augmentation generators draws for the batches in order, in whichever process."""
+    strong = PARAMS.student.strong.model_copy(update={"backend": backend})
     arch = Architecture(channels=1, width=4, depth=2, num_classes=3, dropout=0.3, stochastic_depth=0.5)
     rng = np.random.default_rng(1)
     pseudo = PseudoLabeled(np.arange(24, 64), rng.dirichlet(np.ones(3), 40), rng.uniform(0, 1, 40))
     states = []
     for workers in (0, 1):
         cfg = PARAMS.student.model_copy(
-            update={"steps": 6, "batch_labeled": 4, "batch_unlabeled": 8, "loader_workers": workers}
+            update={
+                "steps": 6,
+                "batch_labeled": 4,
+                "batch_unlabeled": 8,
+                "loader_workers": workers,
+                "strong": strong,
+            }
         )
         model = classifier(arch)
         last = fit_student(model, images, labeled_split(), pseudo, cfg, 28, 0, stop_at(None), log_every=1)

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.config import TeacherConfig
 from pipeline.models import Architecture, build_classifier
 from pipeline.pseudo.select import softmax
-from pipeline.train import predict, tta_probabilities
+from pipeline.train import encoder_frozen, predict, tta_probabilities
 
 
 @pytest.fixture
@@ -30,3 +31,21 @@ def test_tta_averages_augmented_views_repeatably(model_and_images):
     assert not np.allclose(probs, softmax(logits))  # the shifted views moved the prediction
     again = tta_probabilities(model, images, index, logits, 1.0, views=3, image_size=28, seed=0)
     assert np.array_equal(probs, again)
+
+
+@pytest.mark.parametrize(
+    ("labels", "scale", "below", "frozen"),
+    [
+        (40, 1.0, 10, True),  # 4 per class: linear probe
+        (100, 1.0, 10, False),  # 10 per class: fine-tuned
+        (99, 1.0, 10, True),
+        (1000, 0.0, 10, True),  # a zero encoder lr always freezes
+        (10, 1.0, 0, False),  # 0: never frozen by the label count
+    ],
+)
+def test_the_teacher_freezes_its_encoder_only_with_few_labels_per_class(labels, scale, below, frozen):
+    cfg = TeacherConfig(
+        steps=1, batch_size=1, lr=0.1, encoder_lr_scale=scale, freeze_encoder_below=below,
+        weight_decay=0.0, dropout=0.0,
+    )  # fmt: skip
+    assert encoder_frozen(cfg, np.arange(labels) % 10, num_classes=10) is frozen
