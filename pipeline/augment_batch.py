@@ -10,8 +10,9 @@ replacement from RandAugment's list (Cubuk et al. 2020) at magnitude m/10, then 
   one `grid_sample` (bilinear, zero fill, as albumentations' Affine);
 - the photometric ops do what augment.randaugment_ops' albumentations ops do, value for value: brightness
   adds up to ±0.9 m and contrast multiplies by 1 ± 0.9 m (RandomBrightnessContrast), sharpness is Sharpen's
-  kernel, autocontrast and equalize are cv2-style histogram equalisation (AutoContrast's "cdf" method and
-  Equalize); solarize and posterize are torchvision's batched functional ops. Each op runs on the images
+  kernel, equalize is cv2.equalizeHist (albumentations' Equalize) and autocontrast the same equalisation
+  (albumentations' AutoContrast, method "cdf", is a close variant); solarize and posterize are torchvision's
+  batched functional ops. Each op runs on the images
   that drew it.
 """
 
@@ -160,16 +161,14 @@ def _photometric(x: torch.Tensor, chosen: torch.Tensor, values: dict, m: float) 
             out = (sub + 0.9 * m * v[:, None, None, None]).clamp_(0, 1)
         elif op == "contrast":
             out = (sub * (1 + 0.9 * m * v[:, None, None, None])).clamp_(0, 1)
-        elif op == "sharpness":
-            alpha = (
-                0.1 + (max(0.1, m) - 0.1) * (v + 1) / 2
-            )  # augment.randaugment_ops' Sharpen(alpha=(0.1, m))
+        elif op == "sharpness":  # augment.randaugment_ops' Sharpen(alpha=(0.1, m))
+            alpha = 0.1 + (max(0.1, m) - 0.1) * (v + 1) / 2
             out = _sharpen(sub, alpha, values["lightness"][on])
         elif op == "solarize":
             out = TF.solarize(sub, 1 - m) if m > 0 else sub
         elif op == "posterize":
             out = TF.posterize(_to_uint8(sub), bits).float().div_(255)
-        else:  # autocontrast, equalize: albumentations' AutoContrast (method "cdf") and cv2.equalizeHist
+        else:  # autocontrast, equalize: cv2.equalizeHist (see the module docstring)
             out = _equalize(_to_uint8(sub)).float().div_(255)
         x[on] = out
     return x
