@@ -7,6 +7,10 @@ Each measurement runs in its own process (so its peak RSS is its own) on the dem
   unlabeled images, strong augmentation as `student.strong.backend` says, dropout, stochastic depth),
   against a bare loop of the same model, batch and precision on tensors made beforehand (forward,
   cross-entropy, backward, SGD). Data: the same loaders and augmentation alone, without the model.
+- pretrain: `pipeline.ssl.pretrain` for one epoch of `--steps` batches (the method's views made image by image
+  with albumentations), against the method's loss on random view tensors (forward, backward, SGD).
+- teacher: `pipeline.train.fit_teacher` on the labeled images, against the same model and batch on random
+  tensors, the encoder frozen or fine-tuned as the teacher has it.
 - inference: `pipeline.train.predict` over `--infer` images of the store against the bare `model(x)` under
   `torch.no_grad()` on tensors made beforehand, at the pseudolabel batch size.
 
@@ -37,8 +41,18 @@ from common import ROOT, write_doc  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data.store import load_prepared  # noqa: E402
 from pipeline.datasets import endless_loader  # noqa: E402
-from pipeline.models import Architecture, build_classifier  # noqa: E402
-from pipeline.train import PseudoLabeled, fit_student, predict, seed_everything, student_data  # noqa: E402
+from pipeline.models import Architecture, build_classifier, build_encoder  # noqa: E402
+from pipeline.ssl import pretrain  # noqa: E402
+from pipeline.ssl_methods import build_method  # noqa: E402
+from pipeline.train import (  # noqa: E402
+    PseudoLabeled,
+    encoder_frozen,
+    fit_student,
+    fit_teacher,
+    predict,
+    seed_everything,
+    student_data,
+)
 
 
 def peak_rss_mib() -> float:
@@ -112,6 +126,89 @@ def measure_student_bare(params_file: Path, steps: int) -> dict:
     return {"images_per_s": steps * batch / seconds, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
 
 
+def measure_teacher(params_file: Path, steps: int) -> dict:
+    """fit_teacher as the stage runs it on the store's labeled images (weak augmentation image by image)."""
+    params, store, _, _ = setup(params_file)
+    cfg = params.teacher.model_copy(update={"steps": steps})
+    arch = Architecture(params.data.channels, params.model.width, params.model.depth, len(store.classes))
+    model = build_classifier(arch, store.stats["mean"], store.stats["std"])
+    labeled = store.split("labeled")
+    frozen = encoder_frozen(cfg, labeled.labels, arch.num_classes)
+    start = time.perf_counter()
+    fit_teacher(model, store.images, labeled, cfg, params.data.image_size, params.seed,
+                log=lambda metrics, step: None)  # fmt: skip
+    seconds = time.perf_counter() - start
+    return {"images_per_s": steps * cfg.batch_size / seconds, "seconds": seconds,
+            "peak_rss_mib": peak_rss_mib(), "frozen": frozen}  # fmt: skip
+
+
+def measure_teacher_bare(params_file: Path, steps: int) -> dict:
+    """The teacher's model and batch on random tensors, the encoder frozen or not as fit_teacher has it."""
+    params, store, _, _ = setup(params_file)
+    cfg = params.teacher
+    arch = Architecture(params.data.channels, params.model.width, params.model.depth, len(store.classes))
+    model = build_classifier(arch, store.stats["mean"], store.stats["std"]).train()
+    frozen = encoder_frozen(cfg, store.split("labeled").labels, arch.num_classes)
+    if frozen:
+        model.encoder.requires_grad_(False).eval()
+    params_to_train = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params_to_train, lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    side = params.data.image_size
+    x = torch.rand(cfg.batch_size, params.data.channels, side, side).contiguous(
+        memory_format=torch.channels_last
+    )
+    y = torch.randint(0, arch.num_classes, (cfg.batch_size,))
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    seconds = time.perf_counter() - start
+    return {
+        "images_per_s": steps * cfg.batch_size / seconds,
+        "seconds": seconds,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def measure_pretrain(params_file: Path, steps: int) -> dict:
+    """pipeline.ssl.pretrain for one epoch of `steps` batches (views made image by image), no kNN monitor."""
+    params, store, _, _ = setup(params_file)
+    cfg = params.pretrain.model_copy(update={"epochs": 1})
+    arch = Architecture(params.data.channels, params.model.width, params.model.depth)
+    encoder = build_encoder(arch, store.stats["mean"], store.stats["std"])
+    index = store.split("unlabeled").index[: steps * cfg.batch_size]
+    start = time.perf_counter()
+    pretrain(encoder, store.images, index, cfg, params.data.image_size, params.seed, None,
+             log=lambda metrics, step: None)  # fmt: skip
+    seconds = time.perf_counter() - start
+    return {"images_per_s": len(index) / seconds, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
+
+
+def measure_pretrain_bare(params_file: Path, steps: int) -> dict:
+    """The pretrain method's loss on random view tensors: forward of every view, backward, SGD."""
+    params, store, _, _ = setup(params_file)
+    cfg = params.pretrain
+    arch = Architecture(params.data.channels, params.model.width, params.model.depth)
+    encoder = build_encoder(arch, store.stats["mean"], store.stats["std"]).train()
+    method = build_method(cfg, encoder, params.data.channels, steps).train()
+    trainable = [p for p in [*encoder.parameters(), *method.parameters()] if p.requires_grad]
+    opt = torch.optim.SGD(trainable, lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    side, batch = params.data.image_size, cfg.batch_size
+    views = [torch.rand(batch, params.data.channels, side, side).contiguous(memory_format=torch.channels_last)
+             for _ in range(method.n_views)]  # fmt: skip
+    start = time.perf_counter()
+    for step in range(steps):
+        loss, _ = method.loss(encoder, views, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        method.after_step(encoder, step, steps)
+    seconds = time.perf_counter() - start
+    return {"images_per_s": steps * batch / seconds, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
+
+
 def measure_inference(params_file: Path, n: int) -> dict:
     params, store, _, arch = setup(params_file)
     model = build_classifier(arch, store.stats["mean"], store.stats["std"])
@@ -137,6 +234,10 @@ def measure_inference_bare(params_file: Path, n: int) -> dict:
 
 
 MEASUREMENTS = {
+    "pretrain": measure_pretrain,
+    "pretrain_bare": measure_pretrain_bare,
+    "teacher": measure_teacher,
+    "teacher_bare": measure_teacher_bare,
     "student": measure_student,
     "student_data": measure_student_data,
     "student_bare": measure_student_bare,
@@ -159,11 +260,28 @@ def run_one(name: str, args) -> dict:
 def markdown(results: dict, args, command: str) -> str:
     params = load_params(args.params)
     st, pl = params.student, params.pseudolabel
-    train_ratio = results["student"]["images_per_s"] / results["student_bare"]["images_per_s"]
+    ratio = {
+        k: results[k]["images_per_s"] / results[f"{k}_bare"]["images_per_s"]
+        for k in ("pretrain", "teacher", "student")
+    }
+    train_ratio = ratio["student"]
     infer_ratio = results["inference"]["images_per_s"] / results["inference_bare"]["images_per_s"]
     wait = results["student"]["data_wait_share"]
     augment_share = results["student_data"]["seconds"] / results["student"]["seconds"]
+    pt, frozen = params.pretrain, results["teacher"]["frozen"]
     rows = [
+        (
+            f"pretrain ({pt.method}, views made image by image)",
+            "pretrain",
+            "pretrain_bare",
+            f"{pt.batch_size}",
+        ),
+        (
+            f"teacher ({'frozen encoder' if frozen else 'fine-tuned'})",
+            "teacher",
+            "teacher_bare",
+            f"{params.teacher.batch_size}",
+        ),  # fmt: skip
         ("student training", "student", "student_bare", f"{st.batch_labeled} + {st.batch_unlabeled}"),
         ("inference (pseudolabel)", "inference", "inference_bare", f"{pl.batch_size}"),
     ]
@@ -197,7 +315,8 @@ def markdown(results: dict, args, command: str) -> str:
         f"{results['student_data']['seconds']:.1f} s, {augment_share:.0%} of the loop's "
         f"{results['student']['seconds']:.1f} s. Peak RSS in MiB.",
         "",
-        f"Targets (issue 7): ratio >= 0.9 (training {train_ratio:.2f}, inference {infer_ratio:.2f}); data "
+        f"Targets (issue 7): ratio >= 0.9 (pretrain {ratio['pretrain']:.2f}, teacher {ratio['teacher']:.2f}, "
+        f"student {train_ratio:.2f}, inference {infer_ratio:.2f}); data "
         f"waiting < 10 % ({wait:.0%}).",
     ]
     return "\n".join(lines) + "\n"
