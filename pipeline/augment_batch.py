@@ -82,12 +82,14 @@ def _reflect(i: torch.Tensor, size: int) -> torch.Tensor:
 def _flip_shift(x: torch.Tensor, flip: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Horizontal flip where `flip`, then a shift by whole pixels (`shift`: (B, 2) as x, y), the image
     reflected at its border (augment.weak's reflect padding + crop): a gather of whole pixels."""
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     cols = _reflect(torch.arange(w) - shift[:, :1], w)  # a shift is within the 1/8 padding: one fold
     cols = torch.where(flip[:, None], w - 1 - cols, cols)
     rows = _reflect(torch.arange(h) - shift[:, 1:], h)
-    flat = (rows[:, :, None] * w + cols[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
-    return x.reshape(n, c, h * w).gather(2, flat).reshape(n, c, h, w)
+    batch = torch.arange(n)[:, None, None]
+    # The result has channels-last strides, which the ops below keep. Another layout (e.g. a gather in NCHW)
+    # gives the same pixels but other float rounding in later convolutions, so other weights after training.
+    return x.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 def _geometric(x: torch.Tensor, chosen: torch.Tensor, values: dict, m: float) -> torch.Tensor:
