@@ -4,10 +4,13 @@ reference (the pipeline's CNN trained from scratch on the labeled images alone).
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -75,6 +78,23 @@ def scratch_teacher(params: Params, store: Prepared, steps: int, lr: float) -> f
     test = store.split("test")
     logits, _ = predict(model, store.images, test.index)
     return float((logits.argmax(1) == test.labels).mean())
+
+
+def doc_header(title: str, command: str, setup: str | None = None) -> list[str]:
+    """The first lines of a benchmark doc: its title, the date, the machine with `setup` (default: the torch
+    version, no GPU; "" for none) and the command that measured it."""
+    setup = f"torch {torch.__version__}, no GPU" if setup is None else setup
+    machine = (
+        f"{platform.node() or 'this machine'} ({os.cpu_count()} CPU cores{', ' + setup if setup else ''})"
+    )
+    return [
+        f"# {title}",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {machine} with:",
+        "",
+        f"    {command}",
+        "",
+    ]
 
 
 def write_doc(path: Path, generated: str) -> None:

@@ -11,8 +11,6 @@ library function (the stage adds ~4 s of imports and MLflow on top of both).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -24,7 +22,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, write_doc  # noqa: E402
+from common import ROOT, doc_header, write_doc  # noqa: E402
 
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data.demo import DEBIAN_IDX_DIR, load_fashion_mnist  # noqa: E402
@@ -113,13 +111,9 @@ def main() -> None:
 
     first = next(iter(runs.values()))
     lines = [
-        "# Incremental prepare",
-        "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'} ({os.cpu_count()} CPU "
-        "cores) with:",
-        "",
-        "    python bench/prepare_incremental.py " + " ".join(sys.argv[1:]),
-        "",
+        *doc_header(
+            "Incremental prepare", "python bench/prepare_incremental.py " + " ".join(sys.argv[1:]), ""
+        ),
         f"The demo folders ({first['files']:,} files, {first['pool']:,} unlabeled), as they are and as "
         f"{args.photo_side}-pixel JPEG copies; then {first['new']} new unlabeled images ({args.share:.0%} of "
         f"the pool). Best of {args.repeats} runs of `pipeline.data.prepare.prepare`; each incremental store "

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import sys
@@ -30,13 +29,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     ROOT,
+    doc_header,
     pipeline_stages,
     run_stages,
     scratch_teacher,
@@ -182,13 +181,7 @@ def markdown(results: list[dict], args, command: str) -> str:
     labels = [r for r in results if r["part"] == "labels"]
     mismatch = [r for r in results if r["part"] == "mismatch"]
     lines = [
-        "# Pseudo-label rounds: label counts and class mismatch",
-        "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'} ({os.cpu_count()} CPU "
-        f"cores, torch {torch.__version__}, no GPU) with:",
-        "",
-        f"    {command}",
-        "",
+        *doc_header("Pseudo-label rounds: label counts and class mismatch", command),
         f"Fashion-MNIST, {args.unlabeled:,} unlabeled images, "
         + ("all 10 000 test images" if args.test is None else f"{args.test:,} test images")
         + f", {args.rounds} rounds, `params.yaml` of the commit otherwise. Supervised only: the same CNN "

@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, write_doc  # noqa: E402
+from common import ROOT, doc_header, write_doc  # noqa: E402
 
 from pipeline.checkpoint import save_model, save_round_model  # noqa: E402
 from pipeline.config import TEACHER_ROUND, load_params  # noqa: E402
@@ -128,13 +127,7 @@ def measure(n: int, args, train: tuple[np.ndarray, np.ndarray]) -> dict:
 
 def markdown(results: list[dict], args, command: str) -> str:
     lines = [
-        "# Scale: prepare, pseudolabel and one student epoch as the unlabeled pool grows",
-        "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'} ({os.cpu_count()} CPU "
-        f"cores, torch {torch.__version__}, no GPU) with:",
-        "",
-        f"    {command}",
-        "",
+        *doc_header("Scale: prepare, pseudolabel and one student epoch as the unlabeled pool grows", command),
         "Synthetic pools of 28 x 28 grayscale PNGs (Fashion-MNIST images, cycled, each file's bytes "
         f"unique), the demo's 40 labeled images, {args.test:,} test images, `params.yaml` of the commit "
         "otherwise. Each stage ran as its own process; peak RSS is that process's (MiB), from wait4. The "

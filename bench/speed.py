@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -36,7 +35,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, write_doc  # noqa: E402
+from common import ROOT, doc_header, write_doc  # noqa: E402
 
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data.store import load_prepared  # noqa: E402
@@ -112,10 +111,17 @@ def measure_student_bare(params_file: Path, steps: int) -> dict:
     """The same model, batch and precision in a few lines: random tensors, forward, CE, backward, SGD."""
     params, store, cfg, arch = setup(params_file)
     model = build_classifier(arch, store.stats["mean"], store.stats["std"]).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    batch, side = cfg.batch_labeled + cfg.batch_unlabeled, params.data.image_size
+    return bare_classifier_loop(model, cfg.batch_labeled + cfg.batch_unlabeled, params, steps)
+
+
+def bare_classifier_loop(model: torch.nn.Module, batch: int, params, steps: int) -> dict:
+    """`steps` of forward, cross-entropy, backward and SGD on one random channels-last batch, updating the
+    model's trainable parameters: the bare loop a training loop is compared with."""
+    side = params.data.image_size
     x = torch.rand(batch, params.data.channels, side, side).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, arch.num_classes, (batch,))
+    y = torch.randint(0, model.arch.num_classes, (batch,))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(trainable, lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     start = time.perf_counter()
     for _ in range(steps):
         loss = F.cross_entropy(model(x), y)
@@ -151,25 +157,7 @@ def measure_teacher_bare(params_file: Path, steps: int) -> dict:
     frozen = encoder_frozen(cfg, store.split("labeled").labels, arch.num_classes)
     if frozen:
         model.encoder.requires_grad_(False).eval()
-    params_to_train = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params_to_train, lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    side = params.data.image_size
-    x = torch.rand(cfg.batch_size, params.data.channels, side, side).contiguous(
-        memory_format=torch.channels_last
-    )
-    y = torch.randint(0, arch.num_classes, (cfg.batch_size,))
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    seconds = time.perf_counter() - start
-    return {
-        "images_per_s": steps * cfg.batch_size / seconds,
-        "seconds": seconds,
-        "peak_rss_mib": peak_rss_mib(),
-    }
+    return bare_classifier_loop(model, cfg.batch_size, params, steps)
 
 
 def measure_pretrain(params_file: Path, steps: int) -> dict:
@@ -285,15 +273,9 @@ def markdown(results: dict, args, command: str) -> str:
         ("student training", "student", "student_bare", f"{st.batch_labeled} + {st.batch_unlabeled}"),
         ("inference (pseudolabel)", "inference", "inference_bare", f"{pl.batch_size}"),
     ]
+    setup = f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, channels_last, no GPU"
     lines = [
-        "# Speed: the pipeline's loops against a bare PyTorch loop",
-        "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'} ({os.cpu_count()} CPU "
-        f"cores, torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, channels_last, no GPU) "
-        "with:",
-        "",
-        f"    {command}",
-        "",
+        *doc_header("Speed: the pipeline's loops against a bare PyTorch loop", command, setup),
         f"Student width {st.width}, depth {st.depth}, {params.data.image_size} px, {params.data.channels} "
         f"channel(s); {args.steps} training steps, {args.infer:,} images for inference. Each row ran in its "
         "own process; peak RSS is that process's.",

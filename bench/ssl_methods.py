@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     ROOT,
     StageFailed,
+    doc_header,
     pipeline_stages,
     run_stages,
     scratch_teacher,
@@ -109,13 +108,7 @@ def representation_scores(encoder, sets) -> dict[str, float]:
 
 def markdown(rows: list[dict], args: argparse.Namespace, command: str) -> str:
     lines = [
-        "# SSL methods on Fashion-MNIST: one shared budget",
-        "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'} "
-        f"({os.cpu_count()} CPU cores, torch {torch.__version__}, no GPU) with:",
-        "",
-        f"    {command}",
-        "",
+        *doc_header("SSL methods on Fashion-MNIST: one shared budget", command),
         f"Budget: {args.epochs} epochs of pretraining over the 20 040 demo images (40 labeled + 20 000 "
         "unlabeled), batch 256, the default model (width 16, depth 1) and `params.yaml` otherwise unchanged. "
         "kNN: k=20, cosine, the 40 labeled images vs the 10 000 test images. Linear probes: softmax "

@@ -102,9 +102,10 @@ def endless_loader(
     order = shard_order(list(sampler)[skip_batches * batch_size :], batch_size, world)
     if workers not in (0, 1):
         raise ValueError(f"loader workers must be 0 or 1 (one generator sequence), got {workers}")
-    extra = {"collate_fn": CollateWithAugmentationState(dataset)} if with_state else {}
-    if isinstance(dataset, Batched) and not with_state:
-        extra = {"collate_fn": _as_read}
+    if with_state:
+        extra = {"collate_fn": CollateWithAugmentationState(dataset)}
+    else:
+        extra = {"collate_fn": _as_read} if isinstance(dataset, Batched) else {}
     if workers:
         extra.update(num_workers=1, prefetch_factor=4, multiprocessing_context="fork")
     return DataLoader(dataset, batch_size=local, sampler=order, drop_last=True, **extra)
