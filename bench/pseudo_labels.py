@@ -135,14 +135,22 @@ def mean_std(values: list[float], percent: bool = True, decimals: int = 1) -> st
     return f"{mean:,.{decimals}f} ± {std:,.{decimals}f}{unit}"
 
 
+def minutes_range(minutes: list[float]) -> str:
+    """Median and range: one run slowed by another job on the machine should not move the figure."""
+    if len(minutes) == 1:
+        return f"{minutes[0]:.1f}"
+    return f"{np.median(minutes):.1f} ({min(minutes):.1f}–{max(minutes):.1f})"
+
+
 def labels_table(results: list[dict], rounds: int) -> list[str]:
     lines = [
-        "| labels | model | test accuracy | pseudo-label precision | accepted | seeds | minutes per run |",
+        "| labels | model | test accuracy | pseudo-label precision | accepted | seeds "
+        "| minutes per run, median (range) |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for n in sorted({r["labels_per_class"] for r in results}):
         runs = [r for r in results if r["labels_per_class"] == n]
-        minutes = mean_std([r["seconds"] / 60 for r in runs], percent=False)
+        minutes = minutes_range([r["seconds"] / 60 for r in runs])
         lines.append(f"| {10 * n} | supervised only | {mean_std([r['supervised'] for r in runs])} | – | – | "
                      f"{len(runs)} | |")  # fmt: skip
         for k in range(rounds + 1):

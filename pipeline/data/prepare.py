@@ -60,7 +60,7 @@ class DataError(ValueError):
     """The data folders cannot make a training set (no classes, an empty class, a test class not labeled…)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a million of these is a list, not a million dicts
 class ScannedFile:
     split: str
     path: str  # relative to the split folder
@@ -171,7 +171,11 @@ def staged_directory(out_dir: Path) -> Iterator[Path]:
     staging, old = _sibling(out_dir, "partial"), _sibling(out_dir, "old")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    yield staging
+    try:
+        yield staging
+    except Exception:  # refused (DataError) or failed: nothing of this run is left behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     shutil.rmtree(old, ignore_errors=True)
     if out_dir.exists():
         os.replace(out_dir, old)
@@ -251,6 +255,62 @@ class DecodeCache:
         return np.array(self.images[index]), (width, height), mode
 
 
+class StoreWriter:
+    """Appends decoded images to `images.npy` in `folder` by plain file writes, a chunk at a time.
+
+    Memory stays flat in the number of images: the pixels go to the file, not to a list, nor through a
+    memory map (whose written pages would count as the process's own). For the channel statistics it keeps,
+    per image, the per-channel sum and sum of squares of the pixel values as exact integers.
+    """
+
+    def __init__(self, folder: Path, image_size: int, channels: int, chunk: int = 4096):
+        self.path, self.shape = folder / "images.npy", (image_size, image_size, channels)
+        self.raw = open(folder / ".images.raw", "wb")  # noqa: SIM115 - closed in finish()
+        self.buffer = np.empty((chunk, *self.shape), np.uint8)
+        self.filled, self.count = 0, 0
+        self.sums: list[np.ndarray] = []  # (2, C) int64 per image: sum, sum of squares
+
+    def append(self, pixels: np.ndarray) -> int:
+        """Store one (H, W, C) uint8 image; returns its row in images.npy."""
+        self.buffer[self.filled] = pixels
+        self.filled += 1
+        if self.filled == len(self.buffer):
+            self._flush()
+        values = pixels.reshape(-1, pixels.shape[-1]).astype(np.int64)
+        self.sums.append(np.stack([values.sum(axis=0), (values * values).sum(axis=0)]))
+        self.count += 1
+        return self.count - 1
+
+    def _flush(self) -> None:
+        self.raw.write(self.buffer[: self.filled].tobytes())
+        self.filled = 0
+
+    def finish(self) -> None:
+        """Write images.npy: its header, then the appended bytes."""
+        self._flush()
+        self.raw.close()
+        shape = (self.count, *self.shape)
+        header = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8, shape=shape)
+        offset = header.offset
+        del header  # only the header was written; the pixels go in below, by plain writes
+        with open(self.raw.name, "rb") as src, open(self.path, "r+b") as dst:
+            dst.seek(offset)
+            shutil.copyfileobj(src, dst, 16 * 2**20)
+        os.unlink(self.raw.name)
+
+    def channel_stats(self, rows: np.ndarray) -> dict[str, list[float]]:
+        """Mean and std per channel, in [0, 1], over the images at `rows`, from exact integer sums:
+        mean = S / (255 n), std = sqrt(n Q - S^2) / (255 n), with S and Q the sums of values and squares."""
+        if len(rows) == 0:
+            raise DataError("no usable labeled or unlabeled image: nothing to train on")
+        n = len(rows) * self.shape[0] * self.shape[1]  # pixels per channel
+        sums = np.stack(self.sums)[rows].sum(axis=0)  # (2, C) int64: exact
+        total, squares = ([int(x) for x in row] for row in sums)
+        mean = [t / (255 * n) for t in total]
+        std = [(n * q - t * t) ** 0.5 / (255 * n) for t, q in zip(total, squares, strict=True)]
+        return {"mean": mean, "std": [max(s, 1e-3) for s in std]}
+
+
 @dataclass(frozen=True)
 class PrepareResult:
     manifest: pd.DataFrame
@@ -297,78 +357,37 @@ def prepare(
     previous = out_dir if out_dir.is_dir() else _sibling(out_dir, "old")  # "old": a swap was interrupted
     cache, versions = DecodeCache(previous, decoder), versions or {}
     known = KnownHashes(file_hashes)
-    rows, pixels, decoded = [], [], 0
-    for f in tqdm(files, desc="prepare", unit="img", disable=not progress, mininterval=1.0):
-        row = {
-            "split": f.split,
-            "path": f.path,
-            "label": f.label,
-            "sha256": "",
-            "width": -1,
-            "height": -1,
-            "mode": "",
-            "status": "ok",
-            "reason": "",
-            "index": -1,
-            "first_version": "",
-        }
-        rows.append(row)
-        if f.path.rsplit("/", 1)[-1].startswith("."):
-            row.update(status="hidden", reason="hidden file")
-            continue
-        if not f.valid_name:
-            row.update(status="error", reason="file name is not valid UTF-8: rename the file")
-            continue
-        if f.split != "unlabeled" and not f.label:
-            row.update(status="error", reason=f"file directly in {f.split}/, not in a class folder")
-            continue
-        stat = known.stat(f)
-        digest = known.digest(f, stat)  # an unchanged file with its pixels in the cache is not read again
-        cached = cache.get(digest) if digest else None
-        if cached is None:
-            try:
-                raw = f.read_bytes()
-            except OSError as err:
-                row.update(status="error", reason=f"unreadable: {err.strerror or err}")
-                continue
-            digest = hashlib.sha256(raw).hexdigest()
-            cached = cache.get(digest)
-        known.record(f, stat, digest)
-        row.update(sha256=digest, first_version=cache.first_version.get(digest, versions.get(f.split, "")))
-        if cached is not None:
-            px, (w, h), mode = cached
-        else:
-            try:
-                px, (w, h), mode = decode_image(raw, image_size, channels)
-            except Exception as err:  # noqa: BLE001 - any decoder failure is a per-file error, not a crash
-                row.update(status="error", reason=decode_error_reason(err))
-                continue
-            decoded += 1
-        row.update(width=w, height=h, mode=mode)
-        pixels.append(px)
-        row["index"] = len(pixels) - 1
+    columns: dict[str, list] = {c: [] for c in MANIFEST_COLUMNS}  # a million rows: lists, not dicts
+    decoded = 0
+    # a reader sees the old store or the new one, never a mix; refused (DataError): nothing is left
+    with staged_directory(out_dir) as staging:
+        store = StoreWriter(staging, image_size, channels)
+        for f in tqdm(files, desc="prepare", unit="img", disable=not progress, mininterval=1.0):
+            row, pixels = _read_file(f, known, cache, versions, image_size, channels)
+            if pixels is not None:
+                decoded += row["decoded"]
+                row["index"] = store.append(pixels)
+            for column, values in columns.items():
+                values.append(row[column])
+        store.finish()
+        del cache  # release the previous store's memory map before it is replaced
 
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    _mark_duplicates_and_leaks(manifest)
-    usable = manifest[(manifest["split"] == "labeled") & (manifest["status"] == "ok")]["label"]
-    unusable = sorted(set(classes) - set(usable))
-    if unusable:
-        raise DataError(
-            f"class(es) {unusable} have no usable labeled image (each needs at least one; see the reasons: "
-            f"{manifest[manifest['label'].isin(unusable)]['reason'].unique().tolist()[:3]})"
-        )
-    del cache  # release the previous store's memory map before it is replaced
-    shape = (len(pixels), image_size, image_size, channels)
-    with staged_directory(out_dir) as staging:  # a reader sees the old store or the new one, never a mix
-        store = np.lib.format.open_memmap(staging / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
-        if pixels:
-            store[:] = np.stack(pixels)
-        store.flush()
-        del store
+        manifest = pd.DataFrame(columns, columns=MANIFEST_COLUMNS)
+        del columns
+        _mark_duplicates_and_leaks(manifest)
+        usable = manifest[(manifest["split"] == "labeled") & (manifest["status"] == "ok")]["label"]
+        unusable = sorted(set(classes) - set(usable))
+        if unusable:
+            raise DataError(
+                f"class(es) {unusable} have no usable labeled image (each needs at least one; see the "
+                f"reasons: {manifest[manifest['label'].isin(unusable)]['reason'].unique().tolist()[:3]})"
+            )
+        train = manifest[(manifest["status"] == "ok") & manifest["split"].isin(["labeled", "unlabeled"])]
+        stats = store.channel_stats(train["index"].to_numpy())
         manifest.to_parquet(staging / "manifest.parquet", index=False)
         (staging / "decoder.json").write_text(json.dumps({"decoder": decoder}) + "\n")
         (staging / "classes.json").write_text(json.dumps(classes, indent=1) + "\n")
-        (staging / "stats.json").write_text(json.dumps(channel_stats(manifest, pixels), indent=1) + "\n")
+        (staging / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
     known.save()
 
     counts = {f"{split}_{status}": 0 for split in SPLITS for status in ("ok", "excluded")}
@@ -377,17 +396,51 @@ def prepare(
     for status, n in manifest["status"].value_counts().items():
         counts[f"status_{status}"] = int(n)
     counts["classes"] = len(classes)
-    return PrepareResult(manifest, counts, decoded=decoded, reused=len(pixels) - decoded)
+    return PrepareResult(manifest, counts, decoded=decoded, reused=store.count - decoded)
 
 
-def channel_stats(manifest: pd.DataFrame, pixels: list[np.ndarray]) -> dict[str, list[float]]:
-    train = manifest[(manifest["status"] == "ok") & manifest["split"].isin(["labeled", "unlabeled"])]
-    if train.empty:
-        raise DataError("no usable labeled or unlabeled image: nothing to train on")
-    x = np.stack([pixels[i] for i in train["index"]])  # (N, H, W, C)
-    x = x.reshape(-1, x.shape[-1]).astype(np.float64)  # (N*H*W, C): the same sums as over axes (0, 1, 2),
-    x /= 255  # bit for bit, in a fifth of the time
-    return {"mean": x.mean(axis=0).tolist(), "std": np.maximum(x.std(axis=0), 1e-3).tolist()}
+def _read_file(
+    f: ScannedFile,
+    known: KnownHashes,
+    cache: DecodeCache,
+    versions: dict[str, str],
+    image_size: int,
+    channels: int,
+) -> tuple[dict, np.ndarray | None]:
+    """One file's manifest row and its pixels (None when it is not stored; the row says why).
+
+    The pixels come from the previous store when it holds these bytes; row["decoded"] says whether they
+    were decoded now.
+    """
+    row = {"split": f.split, "path": f.path, "label": f.label, "sha256": "", "width": -1, "height": -1,
+           "mode": "", "status": "ok", "reason": "", "index": -1, "first_version": ""}  # fmt: skip
+    if f.path.rsplit("/", 1)[-1].startswith("."):
+        return {**row, "status": "hidden", "reason": "hidden file"}, None
+    if not f.valid_name:
+        return {**row, "status": "error", "reason": "file name is not valid UTF-8: rename the file"}, None
+    if f.split != "unlabeled" and not f.label:
+        reason = f"file directly in {f.split}/, not in a class folder"
+        return {**row, "status": "error", "reason": reason}, None
+    stat = known.stat(f)
+    digest = known.digest(f, stat)  # an unchanged file with its pixels in the cache is not read again
+    cached = cache.get(digest) if digest else None
+    if cached is None:
+        try:
+            raw = f.read_bytes()
+        except OSError as err:
+            return {**row, "status": "error", "reason": f"unreadable: {err.strerror or err}"}, None
+        digest = hashlib.sha256(raw).hexdigest()
+        cached = cache.get(digest)
+    known.record(f, stat, digest)
+    row.update(sha256=digest, first_version=cache.first_version.get(digest, versions.get(f.split, "")))
+    if cached is not None:
+        pixels, (w, h), mode = cached
+    else:
+        try:
+            pixels, (w, h), mode = decode_image(raw, image_size, channels)
+        except Exception as err:  # noqa: BLE001 - any decoder failure is a per-file error, not a crash
+            return {**row, "status": "error", "reason": decode_error_reason(err)}, None
+    return {**row, "width": w, "height": h, "mode": mode, "decoded": cached is None}, pixels
 
 
 def _mark_duplicates_and_leaks(manifest: pd.DataFrame) -> None:

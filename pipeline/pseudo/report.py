@@ -116,19 +116,25 @@ def ood_truth_stats(table: pd.DataFrame, truth: pd.Series, classes: list[str]) -
     """How well the OOD filter found the pool images whose analysis label is not one of `classes`.
 
     ood/auroc and ood/fpr95 rate the score itself, ood/recall and ood/false_rejection the calibrated decision.
-    Empty when the analysis labels name no such image (no OOD truth to compare with).
+    Empty when the analysis labels name no such image (no OOD truth to compare with); without in-distribution
+    images (a pool that is all OOD) only the decision's keys, as the score has nothing to be ranked against.
     """
     is_ood = ~truth.loc[table["path"]].isin(classes).to_numpy()
-    if not is_ood.any() or is_ood.all():
+    if not is_ood.any():
         return {}
     scores, kept = table["ood_score"].to_numpy(), table["in_distribution"].to_numpy()
-    return {
+    stats = {
         "ood/true_ood": float(is_ood.sum()),
+        "ood/recall": float((~kept[is_ood]).mean()),
+        "pl/accepted_ood": float((table["accepted"].to_numpy() & is_ood).sum()),
+    }
+    if is_ood.all():
+        return stats
+    return {
+        **stats,
         "ood/auroc": ood_auroc(scores[~is_ood], scores[is_ood]),
         "ood/fpr95": fpr_at_tpr(scores[~is_ood], scores[is_ood], 0.95),
-        "ood/recall": float((~kept[is_ood]).mean()),
         "ood/false_rejection": float((~kept[~is_ood]).mean()),
-        "pl/accepted_ood": float((table["accepted"].to_numpy() & is_ood).sum()),
     }
 
 

@@ -166,3 +166,4 @@ def test_bad_data_stops_prepare_with_a_clear_message_and_writes_nothing(fixture_
     assert proc.returncode != 0
     assert f"error: {message}" in proc.stderr and "Traceback" not in proc.stderr
     assert not (workdir / "prepared").exists() and not (workdir / "metrics").exists()
+    assert list(workdir.glob(".prepared*")) == []  # nor a half-made store beside it

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
-from pipeline.data.prepare import ScannedFile, prepare, staged_directory
+from pipeline.data.prepare import ScannedFile, StoreWriter, prepare, staged_directory
 from pipeline.data.store import load_prepared
 
 
@@ -58,6 +59,21 @@ def test_prepare_fixture_lists_corrupt_duplicate_and_hidden_files(fixture_data, 
     original = np.asarray(Image.open(fixture_data / row["split"] / row["path"]))
     assert np.array_equal(store.images[row["index"], :, :, 0], original)  # 28x28 stays pixel-exact
     assert 0 < store.stats["mean"][0] < 1 and json.loads((tmp_path / "prepared/classes.json").read_text())
+
+
+def test_store_writer_appends_in_chunks_and_its_channel_stats_equal_numpy(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (20, 5, 5, 3), dtype=np.uint8)
+    writer = StoreWriter(tmp_path, image_size=5, channels=3, chunk=7)  # 20 images: two full chunks + 6
+    assert [writer.append(image) for image in images] == list(range(20))
+    writer.finish()
+    assert np.array_equal(np.load(tmp_path / "images.npy"), images)
+    assert [p.name for p in tmp_path.iterdir()] == ["images.npy"]  # the raw chunk file is gone
+
+    rows = np.array([0, 3, 4, 11, 19])  # the training images among them
+    pixels = images[rows].reshape(-1, 3).astype(np.float64) / 255
+    stats = writer.channel_stats(rows)
+    assert stats["mean"] == pytest.approx(pixels.mean(axis=0).tolist(), rel=1e-12)
+    assert stats["std"] == pytest.approx(pixels.std(axis=0).tolist(), rel=1e-12)
 
 
 def test_leak_into_test_is_excluded_and_colour_images_are_converted(fixture_data, tmp_path):

@@ -50,6 +50,13 @@ def test_stats_without_ood_truth_have_no_ood_quality_keys():
     assert "ood/auroc" not in stats and stats["pl/precision"] == 1.0
 
 
+def test_stats_of_a_pool_that_is_all_ood_rate_the_decision_not_the_score():
+    truth = pd.Series({f"u/{i}.png": "bird" for i in range(5)})
+    stats = pseudo_label_stats(round_table(), CLASSES, truth)
+    assert stats["ood/true_ood"] == 5 and stats["ood/recall"] == pytest.approx(1 / 5)  # only u/3 rejected
+    assert stats["pl/accepted_ood"] == 3 and "ood/auroc" not in stats and "ood/false_rejection" not in stats
+
+
 def test_training_targets_keep_in_distribution_images_and_repeat_copies():
     table = round_table(mode="class_balanced", threshold=0.7)  # quota 4 // 2 = 2 per class
     assert table["copies"].tolist() == [1, 0, 2, 0, 1]
