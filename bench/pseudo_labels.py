@@ -14,7 +14,13 @@ to `evaluate`, with `params.yaml` of the repo except for the paths, the seed, th
 
     python bench/pseudo_labels.py                                  # both parts
     python bench/pseudo_labels.py --part labels --seeds 0          # one seed
-    python bench/pseudo_labels.py --quick --out bench_out/pl_quick --doc /tmp/pl.md   # smoke run, minutes
+    python bench/pseudo_labels.py --quick --out bench_out/pl_quick --doc /tmp/pl.md \
+        --results /tmp/pl.json                                     # smoke run, minutes
+    python bench/pseudo_labels.py --resume --only labels40-seed1   # add one setting to the table
+
+The results of every finished setting are kept in --results (committed beside the doc), so a run that a
+session could not finish goes on in the next with --resume; a kept result whose params differ from the
+current params.yaml is run again.
 """
 
 from __future__ import annotations
@@ -210,6 +216,18 @@ def markdown(results: list[dict], args, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shown_args(argv: list[str]) -> list[str]:
+    """The command line that makes the whole table: without --resume and --only, which only say what to
+    run now."""
+    shown, skipping = [], False
+    for arg in argv:
+        if arg.startswith("--"):
+            skipping = arg in ("--resume", "--only")
+        if not skipping:
+            shown.append(arg)
+    return shown
+
+
 def setting_key(part: str, seed: int, demo: dict) -> str:
     return json.dumps([part, seed, demo], sort_keys=True)
 
@@ -236,11 +254,13 @@ def main() -> None:
     parser.add_argument("--idx-dir", type=Path, default=DEBIAN_IDX_DIR)
     parser.add_argument("--out", type=Path, default=ROOT / "bench_out" / "pseudo_labels")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "pseudo_label_benchmark.md")
+    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "pseudo_label_benchmark.json")
     parser.add_argument(
-        "--resume", action="store_true", help="keep the settings already in --out/results.json"
+        "--resume", action="store_true", help="keep the settings already in --results (same params)"
     )
+    parser.add_argument("--only", nargs="+", help="run only these settings now (e.g. labels40-seed1)")
     args = parser.parse_args()
-    command = "python bench/pseudo_labels.py " + " ".join(a for a in sys.argv[1:] if a != "--resume")
+    command = "python bench/pseudo_labels.py " + " ".join(shown_args(sys.argv[1:]))
     if args.quick:  # the supervised reference too
         args.scratch_steps = min(args.scratch_steps, QUICK["teacher"]["steps"])
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -260,20 +280,26 @@ def main() -> None:
                 settings.append(("mismatch", f"mismatch{round(100 * share)}-{ood}", args.seeds[0], demo, ood))
 
     settings.sort(key=lambda s: (s[2], s[0] == "mismatch"))  # one seed of everything first
-    results_file = args.out / "results.json"
-    results = json.loads(results_file.read_text()) if args.resume and results_file.is_file() else []
+    wanted = {name: setting_params(base, args.out / name, seed, args.rounds, ood, args.quick)
+              for _, name, seed, _, ood in settings}  # fmt: skip
+    kept = json.loads(args.results.read_text()) if args.resume and args.results.is_file() else []
+    results = [r for r in kept if r["name"] in wanted and r["params"] == wanted[r["name"]]]
+    if len(results) < len(kept):
+        print(f"{len(kept) - len(results)} kept result(s) are of other params or settings: run again")
     done = {r["name"] for r in results}
     first_of = {}  # same part, data and seed: the first setting's stages up to r0 are shared
     for result in results:
-        first_of.setdefault(setting_key(result["part"], result["seed"], result["demo"]), result)
+        if (Path(result["params"]["paths"]["rounds"]) / "r0").is_dir():  # its files are still on this disk
+            first_of.setdefault(setting_key(result["part"], result["seed"], result["demo"]), result)
     for part, name, seed, demo, ood in settings:
-        if name in done:
+        if name in done or (args.only and name not in args.only):
             continue
         key = setting_key(part, seed, demo)
         result = run_setting(name, args, base, seed, demo, ood, reuse=first_of.get(key))
         first_of.setdefault(key, {"part": part, **result})
         results.append({"part": part, **result})
-        results_file.write_text(json.dumps(results, indent=1))
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(json.dumps(results, indent=1) + "\n")
         write_doc(args.doc, markdown(results, args, command))
     print(markdown(results, args, command))
 

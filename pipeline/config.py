@@ -260,6 +260,17 @@ class CheckpointsConfig(Section):
     )
 
 
+class ComputeConfig(Section):
+    """Where and how pretrain, teacher, pseudolabel, student and evaluate compute (pipeline.compute)."""
+
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        description="cuda needs a visible GPU; auto takes one when there is one (the numbers then depend on "
+        "the machine: for reproducible runs name the device)"
+    )
+    precision: Literal["fp32", "bf16"] = Field(description="bf16: autocast of convolutions and matmuls")
+    compile: bool = Field(description="torch.compile the training loops' model")
+
+
 class MlflowConfig(Section):
     experiment: str = Field(min_length=1)
     registered_model: str = Field(min_length=1)  # the final round's student is registered under this name
@@ -275,6 +286,7 @@ class Params(Section):
     model: ModelConfig
     mlflow: MlflowConfig
     checkpoints: CheckpointsConfig
+    compute: ComputeConfig
     pretrain: PretrainConfig
     teacher: TeacherConfig
     pseudolabel: PseudolabelConfig

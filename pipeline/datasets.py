@@ -86,6 +86,7 @@ def endless_loader(
     workers: int = 0,
     with_state: bool = False,
     key: str = "batch size",
+    pin_memory: bool = False,
 ) -> DataLoader:
     """Sample `num_samples` items with replacement in batches, in an order fixed by `seed`, leaving out the
     first `skip_batches` batches (a resumed run: the same order from there on). Under torchrun each process
@@ -94,7 +95,8 @@ def endless_loader(
     Augmentation runs in this process (`workers=0`) or in one worker process that works ahead (`workers=1`).
     Either way one copy of albumentations' seeded generators draws for the batches in order, so the augmented
     images are the same. `with_state`: batches come as (batch, augmentation state after it). `key`: the
-    params key of `batch_size`, named when it does not divide by the processes.
+    params key of `batch_size`, named when it does not divide by the processes. `pin_memory`: batches in
+    page-locked memory, for non-blocking copies to a GPU.
     """
     generator = torch.Generator().manual_seed(seed)
     sampler = RandomSampler(dataset, replacement=True, num_samples=num_samples, generator=generator)
@@ -108,18 +110,25 @@ def endless_loader(
         extra = {"collate_fn": _as_read} if isinstance(dataset, Batched) else {}
     if workers:
         extra.update(num_workers=1, prefetch_factor=4, multiprocessing_context="fork")
-    return DataLoader(dataset, batch_size=local, sampler=order, drop_last=True, **extra)
-
-
-def epoch_loader(dataset: Dataset, batch_size: int, seed: int) -> DataLoader:
-    """One shuffled pass, last partial batch dropped; the order depends on `seed` only."""
-    generator = torch.Generator().manual_seed(seed)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, generator=generator, num_workers=0, drop_last=True
+        dataset, batch_size=local, sampler=order, drop_last=True, pin_memory=pin_memory, **extra
     )
 
 
-def image_batches(images: np.ndarray, index: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
-    """Un-augmented batches (B, C, H, W) of store rows `index`, in order; reads the memmap in slices."""
+def epoch_loader(dataset: Dataset, batch_size: int, seed: int, pin_memory: bool = False) -> DataLoader:
+    """One shuffled pass, last partial batch dropped; the order depends on `seed` only."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, generator=generator, num_workers=0, drop_last=True,
+        pin_memory=pin_memory,
+    )  # fmt: skip
+
+
+def image_batches(
+    images: np.ndarray, index: np.ndarray, batch_size: int, pin_memory: bool = False
+) -> Iterator[torch.Tensor]:
+    """Un-augmented batches (B, C, H, W) of store rows `index`, in order; reads the memmap in slices.
+    `pin_memory`: each batch in page-locked memory, for a non-blocking copy to a GPU."""
     for start in range(0, len(index), batch_size):
-        yield to_tensor(images[index[start : start + batch_size]])
+        x = to_tensor(images[index[start : start + batch_size]])
+        yield x.pin_memory() if pin_memory else x

@@ -1,7 +1,8 @@
 """Data-parallel training and sharded inference across processes started by `torchrun`.
 
 `torchrun --nproc_per_node N stages/student.py --round r1` starts N copies of a stage; each reads WORLD_SIZE
-and RANK from its environment. The processes compute on the CPU and talk over gloo, on one machine or many.
+and RANK from its environment. The processes compute on CPUs and talk over gloo, or on GPUs (params.yaml
+`compute.device: cuda`, one GPU per process) over NCCL, on one machine or many.
 
 Training: every rank draws the same global order of images from the seed and takes its own slice of each
 global batch (batch / N images); DistributedDataParallel averages the gradients, so a step sees the same
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from pipeline.compute import CPU, Compute
 
 
 @dataclass(frozen=True)
@@ -61,14 +64,14 @@ class World:
 SINGLE = World()
 
 
-def init_world() -> World:
-    """The process group of a `torchrun` launch, or SINGLE without torchrun. gloo: the stages compute on the
-    CPU (NCCL, for GPU tensors, comes with GPU training)."""
+def init_world(compute: Compute = CPU) -> World:
+    """The process group of a `torchrun` launch, or SINGLE without torchrun: NCCL when the stage computes on
+    GPUs (each process on GPU LOCAL_RANK, pipeline.compute), gloo on CPUs."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
         return SINGLE
     if not dist.is_initialized():
-        dist.init_process_group(backend="gloo")
+        dist.init_process_group(backend="nccl" if compute.device.type == "cuda" else "gloo")
     return World(rank=dist.get_rank(), size=dist.get_world_size())
 
 

@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline import augment
+from pipeline.compute import CPU, Compute
 from pipeline.config import PretrainConfig
 from pipeline.datasets import Views, epoch_loader, image_batches
 from pipeline.metrics import effective_rank, knn_accuracy
@@ -40,9 +41,18 @@ class KnnMonitor:
 
 
 @torch.no_grad()
-def encode(encoder: Encoder, images: np.ndarray, index: np.ndarray, batch_size: int = 512) -> torch.Tensor:
-    encoder.eval()
-    out = [encoder(x) for x in image_batches(images, index, batch_size)]
+def encode(
+    encoder: Encoder, images: np.ndarray, index: np.ndarray, batch_size: int = 512, compute: Compute = CPU
+) -> torch.Tensor:
+    """Encoder features (N, D) of store rows `index` in eval mode, computed on `compute`'s device, returned
+    float32 on the CPU; the encoder ends where it was."""
+    where = next(encoder.parameters()).device
+    encoder.eval().to(compute.device)
+    out = []
+    for x in image_batches(images, index, batch_size, compute.pin_memory):
+        with compute.autocast():
+            out.append(encoder(compute.to_device(x)).float().cpu())
+    encoder.to(where)
     return torch.cat(out) if out else torch.zeros(0, encoder.feature_dim)
 
 
@@ -77,6 +87,7 @@ def pretrain(
     monitor: KnnMonitor | None,
     log: LogFn,
     resume: ResumePoint | None = None,
+    compute: Compute = CPU,
 ) -> dict[str, float]:
     """Self-supervised pretraining of `encoder` with `cfg.method` on the images `index` of the store.
 
@@ -84,13 +95,16 @@ def pretrain(
     cosine decay. Logs, per epoch, the mean loss and the method's own values, the kNN accuracy and the
     representation health (std, effective rank), and stops with CollapseError when the representation
     collapses. With `resume`, start from its saved state if it has one and write one every `resume.every`
-    epochs.
+    epochs. On `compute`'s device and precision (views are made on the CPU, then copied); the encoder is
+    back on the CPU when it returns.
     """
     batch = min(cfg.batch_size, len(index))
     if batch < 2:
         raise ValueError(f"pretrain needs at least 2 images, found {len(index)}")
     steps_per_epoch = len(index) // batch
     method = build_method(cfg, encoder, images.shape[-1], steps_per_epoch)
+    encoder.to(compute.device)
+    method.to(compute.device)
     trainable = [p for p in [*encoder.parameters(), *method.parameters()] if p.requires_grad]
     peak = cfg.lr * cfg.method_config().lr_scale * batch / 256
     opt = torch.optim.SGD(trainable, lr=peak, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
@@ -107,17 +121,20 @@ def pretrain(
     first = saved["step"] if saved else 0
     summary: dict[str, float] = {}
     step = first * steps_per_epoch
+    step_loss = compute.compiled(_MethodLoss(method, encoder))
     for epoch in range(first, cfg.epochs):
         encoder.train()
         method.train()
         epoch_logs: dict[str, list[float]] = {}
-        loader = epoch_loader(views, batch, seed + epoch)
+        loader = epoch_loader(views, batch, seed + epoch, compute.pin_memory)
         for batch_views, _ in tqdm(
             loader, desc=f"{cfg.method} {epoch + 1}/{cfg.epochs}", unit="step", mininterval=1.0
         ):
             for group in opt.param_groups:
                 group["lr"] = warmup_cosine(step, total, peak, warmup_steps=warmup)
-            loss, logs = method.loss(encoder, list(batch_views), step)
+            with compute.autocast():
+                loss, logs = step_loss(compute.to_device(list(batch_views)), step)
+            loss = loss.float()
             check_finite(loss, f"pretrain ({cfg.method})", epoch + 1, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -129,8 +146,8 @@ def pretrain(
         summary = {key: float(np.mean(values)) for key, values in epoch_logs.items()}
         summary["train/lr"] = opt.param_groups[0]["lr"]
         if monitor is not None:
-            train_f = encode(encoder, images, monitor.train_index)
-            test_f = encode(encoder, images, monitor.test_index)
+            train_f = encode(encoder, images, monitor.train_index, compute=compute)
+            test_f = encode(encoder, images, monitor.test_index, compute=compute)
             summary.update(representation_health(torch.cat([train_f, test_f])))
             if len(monitor.test_index):
                 summary["knn/accuracy"] = knn_accuracy(
@@ -144,4 +161,16 @@ def pretrain(
         history(summary, epoch + 1)
         if resume and resume.due(epoch + 1, cfg.epochs):
             resume.save_state(epoch + 1, modules, transforms, history)
+    encoder.cpu()
     return summary
+
+
+class _MethodLoss(torch.nn.Module):
+    """The method's loss on the encoder as one module's forward, what torch.compile takes."""
+
+    def __init__(self, method: torch.nn.Module, encoder: Encoder):
+        super().__init__()
+        self.method, self.encoder = method, encoder
+
+    def forward(self, views: list[torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.method.loss(self.encoder, views, step)

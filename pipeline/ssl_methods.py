@@ -100,7 +100,7 @@ class MoCo(SSLMethod):
 
     @torch.no_grad()
     def _enqueue(self, keys: torch.Tensor) -> None:
-        idx = (self.pointer + torch.arange(len(keys))) % len(self.queue)
+        idx = (self.pointer + torch.arange(len(keys), device=keys.device)) % len(self.queue)
         self.queue[idx] = keys
         self.pointer.fill_(int(idx[-1] + 1) % len(self.queue))
 
@@ -232,7 +232,8 @@ class MaskedImageModel(nn.Module):
 
     def loss(self, encoder: Encoder, images: torch.Tensor) -> torch.Tensor:
         b, _, h, w = images.shape
-        mask = patch_mask(b, h, w, self.patch, self.mask_ratio, self.generator)  # (B, 1, H, W)
+        # (B, 1, H, W), drawn on the CPU from the seeded generator whatever device the images are on
+        mask = patch_mask(b, h, w, self.patch, self.mask_ratio, self.generator).to(images.device)
         target = encoder.normalize(images)
         masked = target * (1 - mask) + self.mask_token * mask
         reconstruction = self.decoder(encoder.feature_map(masked, normalized=True))[:, :, :h, :w]
@@ -264,7 +265,7 @@ class Rotation(SSLMethod):
     def loss(self, encoder, views, step):
         x = views[0]
         rotated = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])  # (4B, C, H, W)
-        labels = torch.arange(4).repeat_interleave(len(x))
+        labels = torch.arange(4, device=x.device).repeat_interleave(len(x))
         logits = self.head(encoder(rotated))
         accuracy = (logits.argmax(1) == labels).float().mean().item()
         return F.cross_entropy(logits, labels), {"ssl/rotation_accuracy": accuracy}

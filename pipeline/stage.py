@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipeline.compute import resolve_compute
 from pipeline.config import ConfigError, Params, load_params
 from pipeline.tracking import TrackingUnreachable, check_tracking_uri, project_root, tracking_uri
 
@@ -12,8 +13,9 @@ from pipeline.tracking import TrackingUnreachable, check_tracking_uri, project_r
 def start(
     description: str, with_round: bool = False, argv: list[str] | None = None
 ) -> tuple[Params, str | None]:
-    """Parse `--params` (and `--round`), validate the params file and check that the MLflow tracking server
-    answers; exit with a clear message when either fails, before the stage reads data or trains."""
+    """Parse `--params` (and `--round`), validate the params file, check that its compute device is here and
+    that the MLflow tracking server answers; exit with a clear message when one fails, before the stage reads
+    data or trains."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     if with_round:
@@ -23,6 +25,7 @@ def start(
         params = load_params(args.params)
         if with_round:
             params.round_config(args.round)  # validates the round and its overrides up front
+        resolve_compute(params.compute)  # compute.device: cuda without a GPU stops here
         check_tracking_uri(tracking_uri(project_root()))
     except (ConfigError, TrackingUnreachable) as err:
         sys.exit(f"error: {err}")

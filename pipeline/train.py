@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from pipeline import augment
 from pipeline.augment_batch import BatchStrong
+from pipeline.compute import CPU, Compute
 from pipeline.config import StrongAugment, StudentConfig, TeacherConfig
 from pipeline.data.store import Split
 from pipeline.datasets import Batched, Views, endless_loader, image_batches
@@ -142,12 +143,15 @@ def fit_teacher(
     resume: ResumePoint | None = None,
     log_every: int = 25,
     world: World = SINGLE,
+    compute: Compute = CPU,
 ) -> dict[str, float]:
     """Train encoder + linear head on the labeled images with weak augmentation (cross-entropy); the
     encoder is fine-tuned or, with few labels per class, frozen (`encoder_frozen`).
     With `resume`, start from its saved state if it has one and write one every `resume.every` steps.
-    Under torchrun (`world`), each process trains on its slice of every batch (pipeline.distributed)."""
+    Under torchrun (`world`), each process trains on its slice of every batch (pipeline.distributed).
+    On `compute`'s device and precision; the model is back on the CPU when it returns."""
     frozen = encoder_frozen(cfg, labeled.labels, model.arch.num_classes)
+    model.to(compute.device)
     model.encoder.requires_grad_(not frozen)
     opt = _sgd(model, cfg.lr, cfg.weight_decay, 0.0 if frozen else cfg.encoder_lr_scale)
     weak = augment.weak(image_size, world.seed(seed))
@@ -155,8 +159,9 @@ def fit_teacher(
     saved = resume.load() if resume else None
     start = saved["step"] if saved else 0
     loader = endless_loader(
-        data, cfg.batch_size, cfg.steps * cfg.batch_size, seed, start, world, key="teacher.batch_size"
-    )
+        data, cfg.batch_size, cfg.steps * cfg.batch_size, seed, start, world, key="teacher.batch_size",
+        pin_memory=compute.pin_memory,
+    )  # fmt: skip
     batches = iter(loader)
     modules = {"model": model, "optimizer": opt}
     if saved:
@@ -165,12 +170,15 @@ def fit_teacher(
     model.train()
     if frozen:
         model.encoder.eval()  # a frozen encoder keeps its BatchNorm statistics too
-    net = wrap(model, world, seed)
+    net = compute.compiled(wrap(model, world, seed))
     last: dict[str, float] = {}
     progress = tqdm(batches, total=cfg.steps, initial=start, desc="teacher", unit="step", mininterval=1.0)
     for step, (x, arrays) in enumerate(progress, start=start):
+        x, arrays = compute.to_device((x, arrays))
         _set_lr(opt, warmup_cosine(step, cfg.steps, cfg.lr, warmup_steps=cfg.steps // 20))
-        loss = F.cross_entropy(net(x), arrays["label"])
+        with compute.autocast():
+            logits = net(x)
+        loss = F.cross_entropy(logits.float(), arrays["label"])
         check_finite(loss, "teacher", 1 + step * cfg.batch_size // len(data), step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -181,6 +189,7 @@ def fit_teacher(
         if resume and resume.due(step + 1, cfg.steps):
             resume.save_state(step + 1, modules, [weak], history)
     model.encoder.requires_grad_(True)
+    model.cpu()
     return last
 
 
@@ -217,6 +226,7 @@ def fit_student(
     resume: ResumePoint | None = None,
     log_every: int = 25,
     world: World = SINGLE,
+    compute: Compute = CPU,
 ) -> dict[str, float]:
     """Noisy-student training on labeled + pseudo-labeled images, both strongly augmented, in one batch:
 
@@ -225,9 +235,12 @@ def fit_student(
     Noise: strong augmentation here, dropout and stochastic depth inside the model (train mode).
     With `resume`, start from its saved state if it has one and write one every `resume.every` steps.
     Under torchrun (`world`), each process trains on its slice of every batch (pipeline.distributed).
+    On `compute`'s device and precision (batches are augmented on the CPU, then copied); the model is back
+    on the CPU when it returns.
     """
     if len(pseudo.index) == 0:
         raise ValueError("student: no unlabeled image passed the OOD filter; nothing to train on")
+    model.to(compute.device)
     opt = _sgd(model, cfg.lr, cfg.weight_decay, 1.0)
     aug_seed = world.seed(seed)
     lab, unl, transforms, on_batch = student_data(images, labeled, pseudo, cfg.strong, image_size, aug_seed)
@@ -235,7 +248,9 @@ def fit_student(
     start = saved["step"] if saved else 0
     if saved:  # before a loader's worker process starts with a copy of the generators
         set_augmentation_state(saved["rng"]["albumentations"], transforms)
-    loader_args = {"world": world, "workers": cfg.loader_workers, "with_state": True}
+    loader_args = {
+        "world": world, "workers": cfg.loader_workers, "with_state": True, "pin_memory": compute.pin_memory,
+    }  # fmt: skip
     lab_loader = endless_loader(
         lab, cfg.batch_labeled, cfg.steps * cfg.batch_labeled, seed, start, key="student.batch_labeled",
         **loader_args,
@@ -252,7 +267,8 @@ def fit_student(
     history = History(log, saved["history"] if saved else None)
     ramp = round(cfg.entropy_warmup * cfg.steps)
     model.train()
-    net = wrap(model, world, seed, find_unused=cfg.stochastic_depth > 0)  # a dropped block gets no gradient
+    net = compute.compiled(wrap(model, world, seed, find_unused=cfg.stochastic_depth > 0))  # find_unused: a
+    # dropped block (stochastic depth) gets no gradient
     last: dict[str, float] = {}
     waiting = WaitClock(batches)
     progress = tqdm(waiting, total=cfg.steps, initial=start, desc="student", unit="step", mininterval=1.0)
@@ -261,7 +277,9 @@ def fit_student(
         if on_batch:
             with waiting.counted():
                 xl, xu = on_batch[0](xl), on_batch[1](xu)
-        logits = net(torch.cat([xl, xu]))
+        xl, al, xu, au = compute.to_device((xl, al, xu, au))
+        with compute.autocast():
+            logits = net(torch.cat([xl, xu])).float()
         logits_l, logits_u = logits[: len(xl)], logits[len(xl) :]
         loss_l = F.cross_entropy(logits_l, al["label"])
         loss_u = weighted_soft_cross_entropy(logits_u, au["target"], au["weight"])
@@ -286,20 +304,25 @@ def fit_student(
             history(last, step)
         if resume and resume.due(step + 1, cfg.steps):  # the generators as they were after this batch
             resume.save_state(step + 1, modules, transforms, history, lab_state + unl_state)
+    model.cpu()
     return last
 
 
 @torch.no_grad()
 def predict(
-    model: Classifier, images: np.ndarray, index: np.ndarray, batch_size: int = 512
+    model: Classifier, images: np.ndarray, index: np.ndarray, batch_size: int = 512, compute: Compute = CPU
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Logits (N, C) and encoder features (N, D) of store rows `index`, in eval mode, without augmentation."""
-    model.eval()
+    """Logits (N, C) and encoder features (N, D) of store rows `index`, in eval mode, without augmentation,
+    float32 on the CPU whatever `compute` ran them on."""
+    model.eval().to(compute.device)
     logits, features = [], []
-    for x in image_batches(images, index, batch_size):
-        h = model.encoder(x)
-        features.append(h)
-        logits.append(model.head(model.dropout(h)))
+    for x in image_batches(images, index, batch_size, compute.pin_memory):
+        with compute.autocast():
+            h = model.encoder(compute.to_device(x))
+            out = model.head(model.dropout(h))
+        features.append(h.float().cpu())
+        logits.append(out.float().cpu())
+    model.cpu()
     if not logits:
         return np.zeros((0, model.arch.num_classes)), np.zeros((0, model.encoder.feature_dim))
     return torch.cat(logits).numpy(), torch.cat(features).numpy()
@@ -312,13 +335,18 @@ def augmented_logits(
     index: np.ndarray,
     transform: augment.A.Compose,
     batch_size: int = 512,
+    compute: Compute = CPU,
 ) -> np.ndarray:
     """Logits (N, C) of store rows `index`, each image under one draw of `transform`, in order (eval mode)."""
-    model.eval()
+    model.eval().to(compute.device)
     loader = torch.utils.data.DataLoader(
-        Views(images, index, [transform]), batch_size=batch_size, num_workers=0
+        Views(images, index, [transform]), batch_size=batch_size, num_workers=0, pin_memory=compute.pin_memory
     )
-    out = [model(views[0]) for views, _ in loader]
+    out = []
+    for views, _ in loader:
+        with compute.autocast():
+            out.append(model(compute.to_device(views[0])).float().cpu())
+    model.cpu()
     return torch.cat(out).numpy() if out else np.zeros((0, model.arch.num_classes))
 
 
@@ -332,11 +360,13 @@ def tta_probabilities(
     image_size: int,
     seed: int,
     batch_size: int = 512,
+    compute: Compute = CPU,
 ) -> np.ndarray:
     """Test-time augmentation: softmax(logits / T) averaged over the plain images (`logits`) and `views`
     weakly augmented draws (flip + shift, seeded), (N, C). views=0 is the plain softmax."""
     probs = softmax(logits, temperature)
     for view in range(views):
         transform = augment.weak(image_size, seed + view)
-        probs = probs + softmax(augmented_logits(model, images, index, transform, batch_size), temperature)
+        view_logits = augmented_logits(model, images, index, transform, batch_size, compute)
+        probs = probs + softmax(view_logits, temperature)
     return probs / (1 + views)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.checkpoint import load_classifier
+from pipeline.compute import resolve_compute
 from pipeline.data.store import load_prepared
 from pipeline.figures import evaluation_figures
 from pipeline.files import write_csv, write_json
@@ -24,12 +25,13 @@ def main() -> None:
     test = data.split("test")
     truth = read_analysis_labels(paths.analysis)
     order, results = params.round_order(), {}
+    compute = resolve_compute(params.compute)
 
     with stage_run(params, "evaluate", logged={"evaluate": params.evaluate.model_dump()}) as run:
         run.set_tag("round_order", ",".join(order))  # metric step k is round order[k]; `compare` reads it
         for step, round_name in enumerate(order):
             model, _ = load_classifier(Path(paths.rounds) / round_name / "model.pt")
-            logits, _ = predict(model, data.images, test.index)
+            logits, _ = predict(model, data.images, test.index, compute=compute)
             probs = softmax(logits)
             metrics, confusion = test_metrics(probs, test.labels, params.evaluate.ece_bins)
             table_path = Path(paths.pseudolabels) / f"{round_name}.parquet"

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.checkpoint import save_model
+from pipeline.compute import resolve_compute
 from pipeline.data.store import load_prepared
 from pipeline.distributed import init_world
 from pipeline.files import write_csv, write_json
@@ -48,8 +49,9 @@ def main() -> None:
 
         train_index = np.concatenate([labeled.index, unlabeled.index])
         summary = pretrain(
-            encoder, data.images, train_index, cfg, params.data.image_size, params.seed, monitor, log, resume
-        )
+            encoder, data.images, train_index, cfg, params.data.image_size, params.seed, monitor, log, resume,
+            resolve_compute(params.compute),
+        )  # fmt: skip
         out = Path(paths.encoder) / "encoder.pt"
         save_model(out, encoder, arch, config=params.model_dump(), epochs=cfg.epochs)
         run.log_artifact(out)

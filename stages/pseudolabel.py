@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.checkpoint import load_classifier, load_encoder
+from pipeline.compute import resolve_compute
 from pipeline.data.store import load_prepared
 from pipeline.distributed import init_world
 from pipeline.figures import pseudo_label_figures
@@ -34,16 +35,17 @@ def main() -> None:
     ood = cfg.ood
 
     # Predictions over the pool: under torchrun each process takes a contiguous chunk, gathered in order.
-    world = init_world()
+    compute = resolve_compute(params.compute)
+    world = init_world(compute)
     chunk = world.chunk(pool.index)
-    logits, features = predict(teacher, data.images, chunk, cfg.batch_size)
+    logits, features = predict(teacher, data.images, chunk, cfg.batch_size, compute)
     probs = tta_probabilities(
         teacher, data.images, chunk, logits, cfg.temperature, cfg.tta, params.data.image_size,
-        params.seed, cfg.batch_size,
+        params.seed, cfg.batch_size, compute,
     )  # fmt: skip
     if ood.method == "knn":  # distances in the SSL embedding, not the teacher's
         encoder, _ = load_encoder(Path(paths.encoder) / "encoder.pt")
-        features = encode(encoder, data.images, chunk).numpy()
+        features = encode(encoder, data.images, chunk, compute=compute).numpy()
     probs, features = world.gather(probs), world.gather(features)
     world.close()
     if not world.main:  # the other processes are done: rank 0 selects, writes and logs
@@ -54,9 +56,9 @@ def main() -> None:
             scores, held_out, threshold = np.zeros(len(pool.index)), np.zeros(0), float("inf")
         else:
             if ood.method == "knn":
-                reference = encode(encoder, data.images, labeled.index).numpy()
+                reference = encode(encoder, data.images, labeled.index, compute=compute).numpy()
             else:
-                _, reference = predict(teacher, data.images, labeled.index, cfg.batch_size)
+                _, reference = predict(teacher, data.images, labeled.index, cfg.batch_size, compute)
             scores, held_out = ood_scores(
                 ood.method, features, reference, labeled.labels, len(data.classes),
                 ood.k, ood.shrinkage, ood.folds, params.seed,

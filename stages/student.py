@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.checkpoint import load_classifier, load_encoder, save_round_model
+from pipeline.compute import resolve_compute
 from pipeline.data.store import load_prepared
 from pipeline.distributed import init_world
 from pipeline.models import Architecture, build_classifier
@@ -51,14 +52,18 @@ def main() -> None:
         Path(paths.encoder) / "encoder.pt",
         Path(paths.rounds) / prev / "model.pt",
     ]
-    world = init_world()  # one process, or one of several under torchrun
+    compute = resolve_compute(params.compute)
+    world = init_world(compute)  # one process, or one of several under torchrun
     resume = stage_resume_point(
         params, f"student@{round_name}", inputs, params.checkpoints.every_steps, world
     )
 
     def train(log) -> None:
         image_size, seed = params.data.image_size, params.seed
-        fit_student(model, data.images, labeled, pseudo, cfg, image_size, seed, log, resume, world=world)
+        fit_student(
+            model, data.images, labeled, pseudo, cfg, image_size, seed, log, resume, world=world,
+            compute=compute,
+        )  # fmt: skip
 
     if not world.main:  # another torchrun process: train its share of each batch, write nothing
         train(log=lambda metrics, step: None)

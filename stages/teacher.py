@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from pipeline.checkpoint import load_encoder, save_round_model
+from pipeline.compute import resolve_compute
 from pipeline.config import TEACHER_ROUND
 from pipeline.data.store import load_prepared
 from pipeline.distributed import init_world
@@ -25,13 +26,16 @@ def main() -> None:
     model = build_classifier(arch, data.stats["mean"], data.stats["std"])
     model.encoder.load_state_dict(encoder.state_dict())
 
-    world = init_world()  # one process, or one of several under torchrun
+    compute = resolve_compute(params.compute)
+    world = init_world(compute)  # one process, or one of several under torchrun
     inputs = [Path(paths.prepared) / "manifest.parquet", Path(paths.encoder) / "encoder.pt"]
     resume = stage_resume_point(params, "teacher", inputs, params.checkpoints.every_steps, world)
 
     def train(log) -> None:
         image_size, seed = params.data.image_size, params.seed
-        fit_teacher(model, data.images, labeled, cfg, image_size, seed, log, resume, world=world)
+        fit_teacher(
+            model, data.images, labeled, cfg, image_size, seed, log, resume, world=world, compute=compute
+        )
 
     if not world.main:  # another torchrun process: train its share of each batch, write nothing
         train(log=lambda metrics, step: None)

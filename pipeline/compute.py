@@ -1,0 +1,75 @@
+"""Where and how the training and inference loops compute (params.yaml `compute`): the device, bf16 autocast
+and torch.compile.
+
+The defaults (`device: cpu`, `precision: fp32`, `compile: false`) leave every loop as it runs on the CPU: the
+model is not moved, autocast is off and nothing is compiled, so the CPU numbers stay bit for bit the same.
+On a GPU the batches come from pinned memory and are copied with `non_blocking=True`, the model keeps
+channels_last, and `precision: bf16` runs convolutions and matmuls in bfloat16 under autocast while the
+weights, the optimizer and the losses stay in float32 (no loss scaling is needed for bf16, unlike fp16).
+Models always leave a loop on the CPU again, so saving, logging and the next stage never see a GPU tensor.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pipeline.config import ComputeConfig, ConfigError
+
+
+@dataclass(frozen=True)
+class Compute:
+    device: torch.device = torch.device("cpu")
+    precision: str = "fp32"  # "fp32" | "bf16"
+    compile: bool = False
+
+    @property
+    def pin_memory(self) -> bool:
+        """Page-locked batches, so the host-to-GPU copy can overlap the previous step."""
+        return self.device.type == "cuda"
+
+    def autocast(self) -> AbstractContextManager:
+        """bf16 autocast on this device (a no-op for fp32): convolutions and matmuls in bfloat16; softmax,
+        log-softmax and the losses stay in float32 (autocast's own op lists)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    def to_device(self, batch: Any) -> Any:
+        """Tensors (also in dicts, lists and tuples) on this device; others as they are. On the CPU: the
+        same objects."""
+        if self.device.type == "cpu":
+            return batch
+        if isinstance(batch, torch.Tensor):
+            return batch.to(self.device, non_blocking=True)
+        if isinstance(batch, dict):
+            return {k: self.to_device(v) for k, v in batch.items()}
+        if isinstance(batch, list | tuple):
+            return type(batch)(self.to_device(v) for v in batch)
+        return batch
+
+    def compiled(self, net: torch.nn.Module) -> torch.nn.Module:
+        """torch.compile(net) when `compile` is on (the first steps then pay for the compilation)."""
+        return torch.compile(net) if self.compile else net
+
+
+CPU = Compute()
+
+
+def resolve_compute(cfg: ComputeConfig) -> Compute:
+    """The Compute of params.yaml `compute` here. `device: cuda` needs a visible GPU (under torchrun
+    each process takes GPU LOCAL_RANK); `auto` takes one when there is one. On CUDA, deterministic kernels
+    (pipeline.train.seed_everything) need cuBLAS's fixed workspace, set here unless the user set it."""
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("compute.device: cuda, but torch sees no CUDA device (use cpu or auto)")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        return Compute(torch.device("cuda", local_rank), cfg.precision, cfg.compile)
+    return Compute(torch.device("cpu"), cfg.precision, cfg.compile)
