@@ -12,7 +12,10 @@ Then the real stage scripts run on it, each in its own process, timed, with its 
 - `student --round r1` for one epoch of the pool: ceil(N / student.batch_unlabeled) steps.
 
     python bench/scale.py                      # 10k, 100k, 1M: about 25 minutes, 2 GB of disk at 1M
-    python bench/scale.py --sizes 2000 --out /tmp/scale --doc /tmp/scale.md      # smoke run, a minute
+    python bench/scale.py --sizes 10000 --keep-others        # measure 10k again, keep the other rows
+    python bench/scale.py --sizes 2000 --out /tmp/scale --doc /tmp/scale.md --results /tmp/scale.json  # smoke
+
+Each size's result goes to --results (committed beside the doc); the table shows every size there.
 """
 
 from __future__ import annotations
@@ -113,7 +116,10 @@ def measure(n: int, args, train: tuple[np.ndarray, np.ndarray]) -> dict:
     params_file = size_params(out, n)
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(ROOT),
            "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}", "PIPELINE_ID": f"scale-{n}"}  # fmt: skip
-    result = {"n": n, "write_seconds": write_seconds, "prepare": run_stage(["prepare"], params_file, env)}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    result = {"n": n, "date": time.strftime("%Y-%m-%d"), "commit": commit.stdout.strip(),
+              "write_seconds": write_seconds}  # fmt: skip
+    result["prepare"] = run_stage(["prepare"], params_file, env)
     random_models(params_file)
     result["pseudolabel"] = run_stage(["pseudolabel", "--round", "r1"], params_file, env)
     result["student"] = run_stage(["student", "--round", "r1"], params_file, env)
@@ -134,15 +140,15 @@ def markdown(results: list[dict], args, command: str) -> str:
         "student ran one epoch of the pool (steps = pool / `student.batch_unlabeled`).",
         "",
         "| unlabeled | store MiB | prepare s | prepare RSS | pseudolabel s | pseudolabel RSS | student steps "
-        "| student s | student RSS |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| student s | student RSS | measured |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in results:
         p, q, s = r["prepare"], r["pseudolabel"], r["student"]
         lines.append(
             f"| {r['n']:,} | {r['store_mib']:,.0f} | {p['seconds']:,.1f} | {p['peak_rss_mib']:,.0f} | "
             f"{q['seconds']:,.1f} | {q['peak_rss_mib']:,.0f} | {s['steps']:,} | {s['seconds']:,.1f} | "
-            f"{s['peak_rss_mib']:,.0f} |"
+            f"{s['peak_rss_mib']:,.0f} | {r.get('date', '')} {r.get('commit', '')} |"
         )
     if len(results) > 1:
         small, large = results[0], results[-1]
@@ -164,12 +170,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench_out" / "scale")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "scale.md")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic image files")
+    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "scale.json")
+    parser.add_argument(
+        "--keep-others", action="store_true", help="keep the other sizes' results in --results"
+    )
     args = parser.parse_args()
-    command = "python bench/scale.py " + " ".join(sys.argv[1:])
+    command = "python bench/scale.py"  # the table may hold sizes of several runs: the default makes them all
     train = load_fashion_mnist(args.idx_dir)["train"]
-    results = []
+    kept = json.loads(args.results.read_text()) if args.keep_others and args.results.is_file() else []
+    results = [r for r in kept if r["n"] not in args.sizes]
     for n in args.sizes:
-        results.append(measure(n, args, train))
+        results = sorted([*results, measure(n, args, train)], key=lambda r: r["n"])
+        args.results.write_text(json.dumps(results, indent=1) + "\n")
         write_doc(args.doc, markdown(results, args, command))
     print(markdown(results, args, command))
 

@@ -14,8 +14,12 @@ Each measurement runs in its own process (so its peak RSS is its own) on the dem
 - inference: `pipeline.train.predict` over `--infer` images of the store against the bare `model(x)` under
   `torch.no_grad()` on tensors made beforehand, at the pseudolabel batch size.
 
+Every loop runs where params.yaml `compute` says, or as --device / --precision / --compile say; the bare loops
+run on the same device in the same precision (autocast), timed after a CUDA synchronize.
+
     python bench/speed.py
     python bench/speed.py --steps 20 --infer 5000 --doc /tmp/speed.md    # quick
+    python bench/speed.py --device cuda --precision bf16 --doc docs/speed_gpu.md   # on a GPU
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, doc_header, write_doc  # noqa: E402
 
+from pipeline.compute import Compute, resolve_compute  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data.store import load_prepared  # noqa: E402
 from pipeline.datasets import endless_loader  # noqa: E402
@@ -68,6 +74,16 @@ def setup(params_file: Path):
     return params, store, cfg, arch
 
 
+def compute_of(params) -> Compute:
+    return resolve_compute(params.compute)
+
+
+def synchronize(compute: Compute) -> None:
+    """Wait for the GPU's queued work, so a timer stopped after it counts that work."""
+    if compute.device.type == "cuda":
+        torch.cuda.synchronize(compute.device)
+
+
 def student_pseudo(store, num_classes: int) -> PseudoLabeled:
     pool = store.split("unlabeled")
     rng = np.random.default_rng(0)
@@ -82,7 +98,7 @@ def measure_student(params_file: Path, steps: int) -> dict:
     model = build_classifier(arch, store.stats["mean"], store.stats["std"])
     start = time.perf_counter()
     last = fit_student(model, store.images, store.split("labeled"), pseudo, cfg, params.data.image_size,
-                       params.seed, log=lambda metrics, step: None)  # fmt: skip
+                       params.seed, log=lambda metrics, step: None, compute=compute_of(params))  # fmt: skip
     seconds = time.perf_counter() - start
     return {"images_per_s": steps * (cfg.batch_labeled + cfg.batch_unlabeled) / seconds, "seconds": seconds,
             "data_wait_share": last["time/data_wait_share"], "peak_rss_mib": peak_rss_mib(),
@@ -117,17 +133,23 @@ def measure_student_bare(params_file: Path, steps: int) -> dict:
 def bare_classifier_loop(model: torch.nn.Module, batch: int, params, steps: int) -> dict:
     """`steps` of forward, cross-entropy, backward and SGD on one random channels-last batch, updating the
     model's trainable parameters: the bare loop a training loop is compared with."""
-    side = params.data.image_size
-    x = torch.rand(batch, params.data.channels, side, side).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, model.arch.num_classes, (batch,))
+    compute, side = compute_of(params), params.data.image_size
+    model.to(compute.device)
+    x = torch.rand(batch, params.data.channels, side, side, device=compute.device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, model.arch.num_classes, (batch,), device=compute.device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(trainable, lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    net = compute.compiled(model)
     start = time.perf_counter()
     for _ in range(steps):
-        loss = F.cross_entropy(model(x), y)
+        with compute.autocast():
+            logits = net(x)
+        loss = F.cross_entropy(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    synchronize(compute)
     seconds = time.perf_counter() - start
     return {"images_per_s": steps * batch / seconds, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
 
@@ -142,7 +164,7 @@ def measure_teacher(params_file: Path, steps: int) -> dict:
     frozen = encoder_frozen(cfg, labeled.labels, arch.num_classes)
     start = time.perf_counter()
     fit_teacher(model, store.images, labeled, cfg, params.data.image_size, params.seed,
-                log=lambda metrics, step: None)  # fmt: skip
+                log=lambda metrics, step: None, compute=compute_of(params))  # fmt: skip
     seconds = time.perf_counter() - start
     return {"images_per_s": steps * cfg.batch_size / seconds, "seconds": seconds,
             "peak_rss_mib": peak_rss_mib(), "frozen": frozen}  # fmt: skip
@@ -169,7 +191,7 @@ def measure_pretrain(params_file: Path, steps: int) -> dict:
     index = store.split("unlabeled").index[: steps * cfg.batch_size]
     start = time.perf_counter()
     pretrain(encoder, store.images, index, cfg, params.data.image_size, params.seed, None,
-             log=lambda metrics, step: None)  # fmt: skip
+             log=lambda metrics, step: None, compute=compute_of(params))  # fmt: skip
     seconds = time.perf_counter() - start
     return {"images_per_s": len(index) / seconds, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
 
@@ -181,18 +203,23 @@ def measure_pretrain_bare(params_file: Path, steps: int) -> dict:
     arch = Architecture(params.data.channels, params.model.width, params.model.depth)
     encoder = build_encoder(arch, store.stats["mean"], store.stats["std"]).train()
     method = build_method(cfg, encoder, params.data.channels, steps).train()
+    compute = compute_of(params)
+    encoder.to(compute.device)
+    method.to(compute.device)
     trainable = [p for p in [*encoder.parameters(), *method.parameters()] if p.requires_grad]
     opt = torch.optim.SGD(trainable, lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     side, batch = params.data.image_size, cfg.batch_size
-    views = [torch.rand(batch, params.data.channels, side, side).contiguous(memory_format=torch.channels_last)
-             for _ in range(method.n_views)]  # fmt: skip
+    views = [torch.rand(batch, params.data.channels, side, side, device=compute.device)
+             .contiguous(memory_format=torch.channels_last) for _ in range(method.n_views)]  # fmt: skip
     start = time.perf_counter()
     for step in range(steps):
-        loss, _ = method.loss(encoder, views, step)
+        with compute.autocast():
+            loss, _ = method.loss(encoder, views, step)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.float().backward()
         opt.step()
         method.after_step(encoder, step, steps)
+    synchronize(compute)
     seconds = time.perf_counter() - start
     return {"images_per_s": steps * batch / seconds, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
 
@@ -202,21 +229,24 @@ def measure_inference(params_file: Path, n: int) -> dict:
     model = build_classifier(arch, store.stats["mean"], store.stats["std"])
     index = store.split("unlabeled").index[:n]
     start = time.perf_counter()
-    predict(model, store.images, index, params.pseudolabel.batch_size)
+    predict(model, store.images, index, params.pseudolabel.batch_size, compute_of(params))
     seconds = time.perf_counter() - start
     return {"images_per_s": len(index) / seconds, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
 
 
 def measure_inference_bare(params_file: Path, n: int) -> dict:
     params, store, _, arch = setup(params_file)
-    model = build_classifier(arch, store.stats["mean"], store.stats["std"]).eval()
+    compute = compute_of(params)
+    model = build_classifier(arch, store.stats["mean"], store.stats["std"]).eval().to(compute.device)
     batch, side = params.pseudolabel.batch_size, params.data.image_size
-    x = torch.rand(batch, params.data.channels, side, side).contiguous(memory_format=torch.channels_last)
+    x = torch.rand(batch, params.data.channels, side, side, device=compute.device)
+    x = x.contiguous(memory_format=torch.channels_last)
     done, start = 0, time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), compute.autocast():
         while done < n:
             model(x[: min(batch, n - done)])
             done += min(batch, n - done)
+    synchronize(compute)
     seconds = time.perf_counter() - start
     return {"images_per_s": n / seconds, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
 
@@ -273,7 +303,13 @@ def markdown(results: dict, args, command: str) -> str:
         ("student training", "student", "student_bare", f"{st.batch_labeled} + {st.batch_unlabeled}"),
         ("inference (pseudolabel)", "inference", "inference_bare", f"{pl.batch_size}"),
     ]
-    setup = f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, channels_last, no GPU"
+    compute = params.compute
+    if compute.device == "cpu" or not torch.cuda.is_available():
+        where = f"{torch.get_num_threads()} threads, no GPU"
+    else:
+        where = torch.cuda.get_device_name()
+    setup = (f"torch {torch.__version__}, {where}, {compute.precision}"
+             f"{', torch.compile' if compute.compile else ''}, channels_last")  # fmt: skip
     lines = [
         *doc_header("Speed: the pipeline's loops against a bare PyTorch loop", command, setup),
         f"Student width {st.width}, depth {st.depth}, {params.data.image_size} px, {params.data.channels} "
@@ -304,6 +340,20 @@ def markdown(results: dict, args, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def with_compute(args) -> Path:
+    """The params file the measurements read: --params, or a copy of it with --device, --precision and
+    --compile in its `compute` section."""
+    if not (args.device or args.precision or args.compile):
+        return args.params
+    params = yaml.safe_load(args.params.read_text())
+    given = {"device": args.device, "precision": args.precision, "compile": args.compile or None}
+    params["compute"].update({key: value for key, value in given.items() if value is not None})
+    out = ROOT / "bench_out" / "speed" / "params.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(params))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -312,6 +362,9 @@ def main() -> None:
     parser.add_argument("--infer", type=int, default=20_000, help="images for the inference measurement")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "speed.md")
+    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], help="instead of compute.device")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], help="instead of compute.precision")
+    parser.add_argument("--compile", action="store_true", help="compute.compile: true")
     parser.add_argument("--one", choices=sorted(MEASUREMENTS), help=argparse.SUPPRESS)
     parser.add_argument("--amount", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -319,6 +372,7 @@ def main() -> None:
         print(json.dumps(MEASUREMENTS[args.one](args.params, args.amount)))
         return
     command = "python bench/speed.py " + " ".join(sys.argv[1:])
+    args.params = with_compute(args)
     results = {}
     for name in MEASUREMENTS:
         results[name] = run_one(name, args)

@@ -33,8 +33,9 @@ class Compute:
         return self.device.type == "cuda"
 
     def autocast(self) -> AbstractContextManager:
-        """bf16 autocast on this device (a no-op for fp32): convolutions and matmuls in bfloat16; softmax,
-        log-softmax and the losses stay in float32 (autocast's own op lists)."""
+        """bf16 autocast on this device (a no-op for fp32): convolutions and matmuls in bfloat16. The teacher
+        and student losses take float32 logits; the SSL losses run inside it, where CUDA's autocast keeps
+        softmax, log-softmax and norms in float32."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def to_device(self, batch: Any) -> Any:
@@ -61,7 +62,9 @@ CPU = Compute()
 def resolve_compute(cfg: ComputeConfig) -> Compute:
     """The Compute of params.yaml `compute` here. `device: cuda` needs a visible GPU (under torchrun
     each process takes GPU LOCAL_RANK); `auto` takes one when there is one. On CUDA, deterministic kernels
-    (pipeline.train.seed_everything) need cuBLAS's fixed workspace, set here unless the user set it."""
+    (pipeline.train.seed_everything) need cuBLAS's fixed workspace, set here unless the user set it, and
+    an op with no deterministic CUDA kernel warns instead of stopping the stage (call this after
+    seed_everything)."""
     device = cfg.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -71,5 +74,6 @@ def resolve_compute(cfg: ComputeConfig) -> Compute:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local_rank)
+        torch.use_deterministic_algorithms(True, warn_only=True)
         return Compute(torch.device("cuda", local_rank), cfg.precision, cfg.compile)
     return Compute(torch.device("cpu"), cfg.precision, cfg.compile)

@@ -1,0 +1,126 @@
+"""pipeline.compute: the CPU defaults change nothing, bf16 autocast computes in bfloat16 and still trains,
+torch.compile gives the eager outputs, `device: cuda` without a GPU is a clear error; on a GPU (skipped here
+without one) the loops train there and hand the model back on the CPU."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.compute import CPU, Compute, resolve_compute
+from pipeline.config import ComputeConfig, ConfigError, load_params
+from pipeline.data.store import Split
+from pipeline.datasets import image_batches
+from pipeline.models import Architecture, build_classifier
+from pipeline.train import fit_teacher, predict, seed_everything
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = load_params(ROOT / "params.yaml")
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def brightness_classes(n_per_class: int = 8) -> tuple[np.ndarray, Split]:
+    """Three classes a CNN separates in a few steps: dark, grey and light images with pixel noise."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), n_per_class)
+    images = (40 + 80 * labels[:, None, None, None] + rng.integers(-30, 31, (len(labels), 28, 28, 1))).astype(
+        np.uint8
+    )
+    index = np.arange(len(labels))
+    return images, Split(index=index, labels=labels, sha256=index.astype(str), paths=index.astype(str))
+
+
+def train_teacher(compute: Compute) -> tuple[torch.nn.Module, np.ndarray, Split]:
+    images, split = brightness_classes()
+    seed_everything(0)
+    model = build_classifier(Architecture(channels=1, width=4, depth=1, num_classes=3))
+    cfg = PARAMS.teacher.model_copy(
+        update={"steps": 40, "batch_size": 12, "lr": 0.1, "freeze_encoder_below": 0}
+    )
+    fit_teacher(model, images, split, cfg, 28, 0, log=lambda metrics, step: None, compute=compute)
+    return model, images, split
+
+
+def test_cpu_defaults_leave_batches_layouts_and_dtypes_as_they_are():
+    x = torch.rand(2, 1, 28, 28)
+    batch = (x, {"label": torch.tensor([0, 1])})
+    assert CPU.to_device(batch) is batch  # not even a copy
+    conv = torch.nn.Conv2d(1, 2, 3)
+    with CPU.autocast():
+        assert conv(x).dtype == torch.float32
+    assert not CPU.pin_memory and CPU.compiled(conv) is conv
+
+
+def test_bf16_autocast_convolves_in_bfloat16_and_keeps_float32_weights():
+    conv, x = torch.nn.Conv2d(1, 2, 3), torch.rand(2, 1, 28, 28)
+    with Compute(precision="bf16").autocast():
+        y = conv(x)
+        assert y.dtype == torch.bfloat16
+    assert conv.weight.dtype == torch.float32
+
+
+def test_teacher_trained_under_bf16_learns_like_fp32_and_predicts_float32():
+    fp32, images, split = train_teacher(CPU)
+    bf16, _, _ = train_teacher(Compute(precision="bf16"))
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())
+    logits32, _ = predict(fp32, images, split.index)
+    logits16, features16 = predict(bf16, images, split.index, compute=Compute(precision="bf16"))
+    assert logits16.dtype == np.float32 and features16.dtype == np.float32
+    assert (logits32.argmax(1) == split.labels).mean() == 1.0
+    assert (logits16.argmax(1) == split.labels).mean() == 1.0
+    # The same weights, bf16 against fp32 inference: about 3 significant digits.
+    plain, _ = predict(bf16, images, split.index)
+    assert np.abs(logits16 - plain).max() < 0.05 * np.abs(plain).max()
+
+
+def test_compiled_model_gives_the_eager_outputs():
+    torch.manual_seed(0)
+    model = build_classifier(Architecture(channels=1, width=4, depth=1, num_classes=3)).eval()
+    x = torch.rand(4, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    compiled = Compute(compile=True).compiled(model)
+    assert compiled is not model
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), model(x), atol=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back_to_the_cpu():
+    with pytest.raises(ConfigError, match="compute.device: cuda, but torch sees no CUDA device"):
+        resolve_compute(ComputeConfig(device="cuda", precision="fp32", compile=False))
+    assert resolve_compute(ComputeConfig(device="auto", precision="bf16", compile=False)) == Compute(
+        precision="bf16"
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
+def test_a_stage_asked_for_cuda_without_a_gpu_stops_before_writing(tmp_path):
+    text = (ROOT / "params.yaml").read_text().replace("  device: cpu ", "  device: cuda", 1)
+    assert "device: cuda" in text
+    (tmp_path / "params.yaml").write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "teacher.py")],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "error: compute.device: cuda, but torch sees no CUDA device" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@GPU
+def test_teacher_trains_on_the_gpu_in_bf16_and_comes_back_to_the_cpu():
+    compute = resolve_compute(ComputeConfig(device="cuda", precision="bf16", compile=False))
+    model, images, split = train_teacher(compute)
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    logits, _ = predict(model, images, split.index, compute=compute)
+    assert (logits.argmax(1) == split.labels).mean() == 1.0
+
+
+@GPU
+def test_batches_for_the_gpu_come_in_pinned_memory():
+    images, split = brightness_classes()
+    assert all(x.is_pinned() for x in image_batches(images, split.index, 8, pin_memory=True))
