@@ -45,15 +45,17 @@ def encode(
     encoder: Encoder, images: np.ndarray, index: np.ndarray, batch_size: int = 512, compute: Compute = CPU
 ) -> torch.Tensor:
     """Encoder features (N, D) of store rows `index` in eval mode, computed on `compute`'s device, returned
-    float32 on the CPU; the encoder ends where it was."""
+    float32 on the CPU in one block filled batch by batch (pipeline.train.predict says why); the encoder
+    ends where it was."""
     where = next(encoder.parameters()).device
     encoder.eval().to(compute.device)
-    out = []
+    out, start = torch.empty(len(index), encoder.feature_dim), 0
     for x in image_batches(images, index, batch_size, compute.pin_memory):
         with compute.autocast():
-            out.append(encoder(compute.to_device(x)).float().cpu())
+            out[start : start + len(x)] = encoder(compute.to_device(x)).float().cpu()
+        start += len(x)
     encoder.to(where)
-    return torch.cat(out) if out else torch.zeros(0, encoder.feature_dim)
+    return out
 
 
 def representation_health(features: torch.Tensor) -> dict[str, float]:

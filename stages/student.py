@@ -6,14 +6,12 @@ cross-entropy and entropy minimization on unlabeled images that passed the OOD f
 
 from pathlib import Path
 
-import pandas as pd
-
 from pipeline.checkpoint import load_classifier, load_encoder, save_round_model
 from pipeline.compute import resolve_compute
 from pipeline.data.store import load_prepared
 from pipeline.distributed import init_world
 from pipeline.models import Architecture, build_classifier
-from pipeline.pseudo.report import training_targets
+from pipeline.pseudo.report import read_training_table, training_targets
 from pipeline.resume import stage_resume_point
 from pipeline.serving import log_round_model
 from pipeline.stage import start
@@ -28,7 +26,7 @@ def main() -> None:
     seed_everything(params.seed)
     data = load_prepared(paths.prepared)
     labeled = data.split("labeled")
-    table = pd.read_parquet(Path(paths.pseudolabels) / f"{round_name}.parquet")
+    table = read_training_table(Path(paths.pseudolabels) / f"{round_name}.parquet")
     pseudo = training_targets(table, data.classes, cfg.hard_labels)
     arch = Architecture(
         channels=params.data.channels,

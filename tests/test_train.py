@@ -49,3 +49,16 @@ def test_the_teacher_freezes_its_encoder_only_with_few_labels_per_class(labels, 
         weight_decay=0.0, dropout=0.0,
     )  # fmt: skip
     assert encoder_frozen(cfg, np.arange(labels) % 10, num_classes=10) is frozen
+
+
+def test_predict_in_batches_gives_the_whole_batch_outputs(model_and_images):
+    model, images, index = model_and_images
+    logits, features = predict(model, images, index, batch_size=4)  # batches of 4 and 2
+    model.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+        assert np.allclose(logits, model(x).numpy(), atol=1e-5)
+        assert np.allclose(features, model.encoder(x).numpy(), atol=1e-5)
+    assert logits.dtype == np.float32 and features.shape == (6, model.encoder.feature_dim)
+    empty, _ = predict(model, images, index[:0])
+    assert empty.shape == (0, 3)

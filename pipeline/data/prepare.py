@@ -36,6 +36,7 @@ import PIL
 from PIL import Image
 from tqdm import tqdm
 
+from pipeline.data.store import ImageFile
 from pipeline.files import atomic_write
 
 SPLITS = ("labeled", "unlabeled", "test")
@@ -230,11 +231,11 @@ class DecodeCache:
     def __init__(self, out_dir: Path, decoder: str):
         self.rows: dict[str, tuple] = {}  # sha256 -> (index, width, height, mode)
         self.first_version: dict[str, str] = {}
-        self.images: np.ndarray | None = None
+        self.images: ImageFile | None = None
         try:
             manifest = pd.read_parquet(out_dir / "manifest.parquet")
             same_decoder = json.loads((out_dir / "decoder.json").read_text())["decoder"] == decoder
-            images = np.load(out_dir / "images.npy", mmap_mode="r")
+            images = ImageFile(out_dir / "images.npy")
         except (OSError, ValueError, KeyError):
             return  # no previous store (or an unreadable one): decode everything
         if "first_version" in manifest:  # a real version only; the first row of repeated bytes wins
@@ -245,14 +246,14 @@ class DecodeCache:
             stored = manifest[manifest["index"] >= 0].drop_duplicates("sha256")
             columns = [stored[c].tolist() for c in ("sha256", "index", "width", "height", "mode")]
             self.rows = {sha: tuple(rest) for sha, *rest in zip(*columns, strict=True)}
-            self.images = images.view(np.ndarray)  # plain indexing: a memmap slice costs a Python object
+            self.images = images
 
     def get(self, sha256: str) -> tuple[np.ndarray, tuple[int, int], str] | None:
         row = self.rows.get(sha256)
         if row is None or self.images is None:
             return None
         index, width, height, mode = row
-        return np.array(self.images[index]), (width, height), mode
+        return self.images[index], (width, height), mode
 
 
 class StoreWriter:
@@ -267,22 +268,24 @@ class StoreWriter:
         self.path, self.shape = folder / "images.npy", (image_size, image_size, channels)
         self.raw = open(folder / ".images.raw", "wb")  # noqa: SIM115 - closed in finish()
         self.buffer = np.empty((chunk, *self.shape), np.uint8)
+        self.buffer_sums = np.empty((chunk, 2, channels), np.int64)  # per image: sum, sum of squares
         self.filled, self.count = 0, 0
-        self.sums: list[np.ndarray] = []  # (2, C) int64 per image: sum, sum of squares
+        self.sums: list[np.ndarray] = []  # (chunk, 2, C) blocks, not a small array per image
 
     def append(self, pixels: np.ndarray) -> int:
         """Store one (H, W, C) uint8 image; returns its row in images.npy."""
+        values = pixels.reshape(-1, pixels.shape[-1]).astype(np.int64)
         self.buffer[self.filled] = pixels
+        self.buffer_sums[self.filled] = values.sum(axis=0), (values * values).sum(axis=0)
         self.filled += 1
         if self.filled == len(self.buffer):
             self._flush()
-        values = pixels.reshape(-1, pixels.shape[-1]).astype(np.int64)
-        self.sums.append(np.stack([values.sum(axis=0), (values * values).sum(axis=0)]))
         self.count += 1
         return self.count - 1
 
     def _flush(self) -> None:
         self.raw.write(self.buffer[: self.filled].tobytes())
+        self.sums.append(self.buffer_sums[: self.filled].copy())
         self.filled = 0
 
     def finish(self) -> None:
@@ -304,7 +307,7 @@ class StoreWriter:
         if len(rows) == 0:
             raise DataError("no usable labeled or unlabeled image: nothing to train on")
         n = len(rows) * self.shape[0] * self.shape[1]  # pixels per channel
-        sums = np.stack(self.sums)[rows].sum(axis=0)  # (2, C) int64: exact
+        sums = np.concatenate(self.sums)[rows].sum(axis=0)  # (2, C) int64: exact
         total, squares = ([int(x) for x in row] for row in sums)
         mean = [t / (255 * n) for t in total]
         std = [(n * q - t * t) ** 0.5 / (255 * n) for t, q in zip(total, squares, strict=True)]

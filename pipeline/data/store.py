@@ -1,13 +1,82 @@
-"""Read the prepared store: the manifest, the memory-mapped pixels and the class list."""
+"""Read the prepared store: the manifest, the pixels (read on demand) and the class list."""
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+
+class ImageFile:
+    """The (N, H, W, C) uint8 array in an .npy file, indexed like an array (a row, a slice or an array of
+    rows) and read on demand with `os.preadv` into fresh arrays.
+
+    A memory map would read the same bytes, but every page it touches stays counted in the process's
+    resident memory until the map is closed: after one epoch over a pool of a million 28 px images, the
+    whole 750 MB store in every stage (docs/scale.md). Here only the rows asked for are copied; the file's
+    pages stay in the kernel's page cache, shared and reclaimable. Consecutive rows are one read.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        header = np.load(self.path, mmap_mode="r")  # parses the .npy header; no pixel is read
+        self.shape, self.dtype, self.offset = header.shape, header.dtype, header.offset
+        del header
+        self.row_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        self.fd = os.open(self.path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, tuple):  # rows, then the rest of the key on what was read
+            rows, *rest = key
+            scalar = isinstance(rows, int | np.integer)
+            return self[rows][tuple(rest) if scalar else (slice(None), *rest)]
+        if isinstance(key, int | np.integer):
+            return self._read(np.array([key]))[0]
+        if isinstance(key, slice):
+            return self._read(np.arange(*key.indices(len(self))))
+        return self._read(np.asarray(key, dtype=np.int64).reshape(-1))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        if len(rows) == 0:
+            return out
+        if rows.min() < -len(self) or rows.max() >= len(self):
+            raise IndexError(f"{self.path}: row out of range for {len(self)} images")
+        rows = np.where(rows < 0, rows + len(self), rows)
+        starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)  # first item of each run
+        ends = np.append(starts[1:], len(rows))
+        flat = out.reshape(len(rows), -1).view(np.uint8)
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            got = os.preadv(self.fd, [flat[a:b]], self.offset + int(rows[a]) * self.row_bytes)
+            if got != (b - a) * self.row_bytes:
+                raise OSError(f"{self.path}: short read at row {rows[a]} (the store was changed?)")
+        return out
+
+    def __getstate__(self) -> dict:  # a process that unpickles it opens the file itself
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"])
+
+    def __del__(self) -> None:
+        if getattr(self, "fd", None) is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 @dataclass(frozen=True)
@@ -23,7 +92,7 @@ class Split:
 @dataclass(frozen=True)
 class Prepared:
     manifest: pd.DataFrame
-    images: np.ndarray  # (N, H, W, C) uint8, memory-mapped
+    images: ImageFile  # (N, H, W, C) uint8, read on demand
     classes: list[str]
     stats: dict[str, list[float]]  # per-channel mean and std in [0, 1]
 
@@ -50,7 +119,7 @@ def load_prepared(directory: str | Path) -> Prepared:
         raise FileNotFoundError(f"prepared store {directory} lacks {missing}; run the prepare stage first")
     return Prepared(
         manifest=pd.read_parquet(directory / "manifest.parquet"),
-        images=np.load(directory / "images.npy", mmap_mode="r"),
+        images=ImageFile(directory / "images.npy"),
         classes=json.loads((directory / "classes.json").read_text()),
         stats=json.loads((directory / "stats.json").read_text()),
     )

@@ -138,6 +138,15 @@ def ood_truth_stats(table: pd.DataFrame, truth: pd.Series, classes: list[str]) -
     }
 
 
+TRAINING_COLUMNS = ["index", "pseudo_label", "soft_label", "weight", "copies", "in_distribution"]
+
+
+def read_training_table(path: str | Path) -> pd.DataFrame:
+    """The columns of a round's table that `training_targets` uses: not the hashes, paths and reasons, which
+    for a pool of a million images would take hundreds of MB for nothing (docs/scale.md)."""
+    return pd.read_parquet(path, columns=TRAINING_COLUMNS)
+
+
 def training_targets(table: pd.DataFrame, classes: list[str], hard: bool) -> PseudoLabeled:
     """The student's unlabeled training set: every image that passed the OOD filter, with its target
     (the teacher's soft label, or one-hot when `hard`) and weight (0 where not accepted, so it only counts

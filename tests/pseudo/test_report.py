@@ -3,7 +3,12 @@ import pandas as pd
 import pytest
 
 from pipeline.data.store import Split
-from pipeline.pseudo.report import pseudo_label_stats, pseudo_label_table, training_targets
+from pipeline.pseudo.report import (
+    pseudo_label_stats,
+    pseudo_label_table,
+    read_training_table,
+    training_targets,
+)
 from pipeline.pseudo.select import select_pseudo_labels
 
 CLASSES = ["cat", "dog"]
@@ -65,3 +70,14 @@ def test_training_targets_keep_in_distribution_images_and_repeat_copies():
     assert pseudo.index.tolist() == [10, 11, 12, 12, 14]
     assert pseudo.weights.tolist() == pytest.approx([0.9, 0.0, 0.8, 0.8, 0.75])
     assert pseudo.targets.tolist() == [[1, 0], [1, 0], [0, 1], [0, 1], [1, 0]]
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_the_student_reads_only_training_columns_and_gets_the_same_targets(tmp_path, hard):
+    table = round_table(mode="class_balanced", threshold=0.7)
+    table.to_parquet(tmp_path / "r1.parquet", index=False)
+    read = read_training_table(tmp_path / "r1.parquet")
+    assert "sha256" not in read and "path" not in read and "reason" not in read
+    expected, got = training_targets(table, CLASSES, hard), training_targets(read, CLASSES, hard)
+    assert np.array_equal(got.index, expected.index) and np.array_equal(got.weights, expected.weights)
+    assert np.allclose(got.targets, expected.targets) and len(got.index) > 0
