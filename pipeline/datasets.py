@@ -17,7 +17,7 @@ Transform = Callable[..., dict]
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """(H, W, C) or (B, H, W, C) uint8 -> float in [0, 1], (C, H, W) or (B, C, H, W), channels_last."""
-    # np.require copies only when needed: memmap rows are read-only, which torch.from_numpy warns about.
+    # np.require copies only when needed (a read-only or strided array, which torch.from_numpy warns about).
     x = torch.from_numpy(np.require(images, requirements=["C", "W"])).float().div_(255)
     if x.ndim == 3:
         return x.permute(2, 0, 1)
@@ -40,7 +40,7 @@ class Views(Dataset):
 
 class Batched(Dataset):
     """Store rows `index` plus per-item arrays, un-augmented, read a whole batch at a time: the DataLoader
-    calls `__getitems__` with the batch's item numbers, so a batch is one memmap read and no per-image Python
+    calls `__getitems__` with the batch's item numbers, so a batch is one store read and no per-image Python
     (for augmentation on whole batches, pipeline.augment_batch). A batch: ((B, C, H, W) floats in [0, 1],
     {name: (B, ...) tensor})."""
 
@@ -127,7 +127,7 @@ def epoch_loader(dataset: Dataset, batch_size: int, seed: int, pin_memory: bool 
 def image_batches(
     images: np.ndarray, index: np.ndarray, batch_size: int, pin_memory: bool = False
 ) -> Iterator[torch.Tensor]:
-    """Un-augmented batches (B, C, H, W) of store rows `index`, in order; reads the memmap in slices.
+    """Un-augmented batches (B, C, H, W) of store rows `index`, in order; reads the store in slices.
     `pin_memory`: each batch in page-locked memory, for a non-blocking copy to a GPU."""
     for start in range(0, len(index), batch_size):
         x = to_tensor(images[index[start : start + batch_size]])

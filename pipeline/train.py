@@ -267,8 +267,8 @@ def fit_student(
     history = History(log, saved["history"] if saved else None)
     ramp = round(cfg.entropy_warmup * cfg.steps)
     model.train()
-    net = compute.compiled(wrap(model, world, seed, find_unused=cfg.stochastic_depth > 0))  # find_unused: a
-    # dropped block (stochastic depth) gets no gradient
+    # find_unused: a block that stochastic depth dropped in a step gets no gradient in it
+    net = compute.compiled(wrap(model, world, seed, find_unused=cfg.stochastic_depth > 0))
     last: dict[str, float] = {}
     waiting = WaitClock(batches)
     progress = tqdm(waiting, total=cfg.steps, initial=start, desc="student", unit="step", mininterval=1.0)

@@ -373,7 +373,7 @@ def prepare(
             for column, values in columns.items():
                 values.append(row[column])
         store.finish()
-        del cache  # release the previous store's memory map before it is replaced
+        del cache  # close the previous store's file before it is replaced
 
         manifest = pd.DataFrame(columns, columns=MANIFEST_COLUMNS)
         del columns
