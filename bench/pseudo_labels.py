@@ -216,6 +216,15 @@ def markdown(results: list[dict], args, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def same_run(kept: dict, wanted: dict) -> bool:
+    """Whether a kept result ran with these params, paths aside (they name the checkout it ran in)."""
+
+    def settings(params: dict) -> dict:
+        return {k: v for k, v in params.items() if k not in ("paths", "checkpoints")}
+
+    return settings(kept) == settings(wanted)
+
+
 def shown_args(argv: list[str]) -> list[str]:
     """The command line that makes the whole table: without --resume and --only, which only say what to
     run now."""
@@ -283,7 +292,7 @@ def main() -> None:
     wanted = {name: setting_params(base, args.out / name, seed, args.rounds, ood, args.quick)
               for _, name, seed, _, ood in settings}  # fmt: skip
     kept = json.loads(args.results.read_text()) if args.resume and args.results.is_file() else []
-    results = [r for r in kept if r["name"] in wanted and r["params"] == wanted[r["name"]]]
+    results = [r for r in kept if r["name"] in wanted and same_run(r["params"], wanted[r["name"]])]
     if len(results) < len(kept):
         print(f"{len(kept) - len(results)} kept result(s) are of other params or settings: run again")
     done = {r["name"] for r in results}
