@@ -41,8 +41,15 @@ class ImageFile:
             rows, *rest = key
             scalar = isinstance(rows, int | np.integer)
             return self[rows][tuple(rest) if scalar else (slice(None), *rest)]
-        if isinstance(key, int | np.integer):
-            return self._read(np.array([key]))[0]
+        if isinstance(key, int | np.integer):  # one image, as Views reads them: one read, no index arrays
+            row = int(key) + len(self) if key < 0 else int(key)
+            if not 0 <= row < len(self):
+                raise IndexError(f"{self.path}: row out of range for {len(self)} images")
+            out = np.empty(self.shape[1:], self.dtype)
+            got = os.preadv(self.fd, [out.reshape(-1).view(np.uint8)], self.offset + row * self.row_bytes)
+            if got != self.row_bytes:
+                raise OSError(f"{self.path}: short read at row {row} (the store was changed?)")
+            return out
         if isinstance(key, slice):
             return self._read(np.arange(*key.indices(len(self))))
         return self._read(np.asarray(key, dtype=np.int64).reshape(-1))
