@@ -269,7 +269,7 @@ def main() -> None:
     )
     parser.add_argument("--only", nargs="+", help="run only these settings now (e.g. labels40-seed1)")
     args = parser.parse_args()
-    command = "python bench/pseudo_labels.py " + " ".join(shown_args(sys.argv[1:]))
+    command = " ".join(["python bench/pseudo_labels.py", *shown_args(sys.argv[1:])])
     if args.quick:  # the supervised reference too
         args.scratch_steps = min(args.scratch_steps, QUICK["teacher"]["steps"])
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
