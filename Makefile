@@ -43,7 +43,8 @@ remote: install  ## the local remote in .dvc/config.local (not committed), unles
 	  mkdir -p "$(DVC_REMOTE)" && dvc remote add --local -d demo "$(DVC_REMOTE)" && \
 	  echo "DVC remote 'demo': $(DVC_REMOTE)"; fi
 
-repro: install  ## dvc repro, then the rounds table (also when DVC found nothing to rerun)
+repro: install  ## check params.yaml, dvc repro, then the rounds table (also when DVC found nothing to rerun)
+	$(PY) -m pipeline check
 	dvc repro
 	$(PY) -m pipeline summary
 

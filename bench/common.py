@@ -16,10 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 NOTES_MARK = "<!-- notes: written by hand, kept when the benchmark rewrites the table above -->"
 
-from pipeline.config import Params  # noqa: E402
+from pipeline.config.full import Params  # noqa: E402
 from pipeline.data.store import Prepared  # noqa: E402
+from pipeline.inference import predict  # noqa: E402
 from pipeline.models import Architecture, build_classifier  # noqa: E402
-from pipeline.train import fit_teacher, predict, seed_everything  # noqa: E402
+from pipeline.runtime import seed_everything  # noqa: E402
+from pipeline.training.teacher import fit_teacher  # noqa: E402
 
 
 def stage_env(pipeline_id: str) -> dict[str, str]:
@@ -73,8 +75,15 @@ def scratch_teacher(params: Params, store: Prepared, steps: int, lr: float) -> f
     cfg = params.teacher.model_copy(
         update={"encoder_lr_scale": 1.0, "freeze_encoder_below": 0, "steps": steps, "lr": lr}
     )
-    fit_teacher(model, store.images, store.split("labeled"), cfg, params.data.image_size, params.seed,
-                log=lambda metrics, step: None)  # fmt: skip
+    fit_teacher(
+        model=model,
+        images=store.images,
+        labeled=store.split("labeled"),
+        cfg=cfg,
+        image_size=params.data.image_size,
+        seed=params.seed,
+        log=lambda metrics, step: None,
+    )
     test = store.split("test")
     logits, _ = predict(model, store.images, test.index)
     return float((logits.argmax(1) == test.labels).mean())

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, doc_header, write_doc  # noqa: E402
 
-from pipeline.config import load_params  # noqa: E402
+from pipeline.config.full import load_params  # noqa: E402
 from pipeline.data.demo import DEBIAN_IDX_DIR, load_fashion_mnist  # noqa: E402
 from pipeline.data.prepare import prepare  # noqa: E402
 from pipeline.data.store import load_prepared  # noqa: E402

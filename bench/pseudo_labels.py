@@ -49,7 +49,7 @@ from common import (  # noqa: E402
     write_doc,
 )
 
-from pipeline.config import load_params  # noqa: E402
+from pipeline.config.full import load_params  # noqa: E402
 from pipeline.data.demo import CLASSES, DEBIAN_IDX_DIR, export_demo  # noqa: E402
 from pipeline.data.store import load_prepared  # noqa: E402
 

@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, doc_header, write_doc  # noqa: E402
 
 from pipeline.checkpoint import save_model, save_round_model  # noqa: E402
-from pipeline.config import TEACHER_ROUND, load_params  # noqa: E402
+from pipeline.config.common import TEACHER_ROUND  # noqa: E402
+from pipeline.config.full import load_params  # noqa: E402
 from pipeline.data.demo import CLASSES, DEBIAN_IDX_DIR, export_demo, load_fashion_mnist  # noqa: E402
 from pipeline.data.store import load_prepared  # noqa: E402
 from pipeline.models import Architecture, build_classifier, build_encoder  # noqa: E402

@@ -3,15 +3,15 @@
 Each measurement runs in its own process (so its peak RSS is its own) on the demo's prepared store
 (`make demo` or `dvc repro prepare` first):
 
-- student: `pipeline.train.fit_student` for `--steps` steps at the params.yaml batch sizes (labeled +
+- student: `training.student.fit_student` for `--steps` steps at the params.yaml batch sizes (labeled +
   unlabeled images, strong augmentation as `student.strong.backend` says, dropout, stochastic depth),
   against a bare loop of the same model, batch and precision on tensors made beforehand (forward,
   cross-entropy, backward, SGD). Data: the same loaders and augmentation alone, without the model.
-- pretrain: `pipeline.ssl.pretrain` for one epoch of `--steps` batches (the method's views made image by image
-  with albumentations), against the method's loss on random view tensors (forward, backward, SGD).
-- teacher: `pipeline.train.fit_teacher` on the labeled images, against the same model and batch on random
-  tensors, the encoder frozen or fine-tuned as the teacher has it.
-- inference: `pipeline.train.predict` over `--infer` images of the store against the bare `model(x)` under
+- pretrain: `ssl.pretrain.pretrain` for one epoch of `--steps` batches (the method's views made image by
+  image with albumentations), against the method's loss on random view tensors (forward, backward, SGD).
+- teacher: `training.teacher.fit_teacher` on the labeled images, against the same model and batch on
+  random tensors, the encoder frozen or fine-tuned as the teacher has it.
+- inference: `pipeline.inference.predict` over `--infer` images of the store against the bare `model(x)` under
   `torch.no_grad()` on tensors made beforehand, at the pseudolabel batch size.
 
 Every loop runs where params.yaml `compute` says, or as --device / --precision / --compile say; the bare loops
@@ -43,21 +43,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, doc_header, write_doc  # noqa: E402
 
 from pipeline.compute import Compute, resolve_compute  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from pipeline.config.full import load_params  # noqa: E402
 from pipeline.data.store import load_prepared  # noqa: E402
 from pipeline.datasets import endless_loader  # noqa: E402
+from pipeline.inference import predict  # noqa: E402
 from pipeline.models import Architecture, build_classifier, build_encoder  # noqa: E402
-from pipeline.ssl import pretrain  # noqa: E402
-from pipeline.ssl_methods import build_method  # noqa: E402
-from pipeline.train import (  # noqa: E402
-    PseudoLabeled,
-    encoder_frozen,
-    fit_student,
-    fit_teacher,
-    predict,
-    seed_everything,
-    student_data,
-)
+from pipeline.pseudo.targets import PseudoLabeled  # noqa: E402
+from pipeline.runtime import seed_everything  # noqa: E402
+from pipeline.ssl.pretrain import pretrain  # noqa: E402
+from pipeline.ssl.registry import build_method  # noqa: E402
+from pipeline.training.student import fit_student, student_data  # noqa: E402
+from pipeline.training.teacher import encoder_frozen, fit_teacher  # noqa: E402
 
 
 def peak_rss_mib() -> float:
@@ -97,8 +93,17 @@ def measure_student(params_file: Path, steps: int) -> dict:
     pseudo = student_pseudo(store, arch.num_classes)
     model = build_classifier(arch, store.stats["mean"], store.stats["std"])
     start = time.perf_counter()
-    last = fit_student(model, store.images, store.split("labeled"), pseudo, cfg, params.data.image_size,
-                       params.seed, log=lambda metrics, step: None, compute=compute_of(params))  # fmt: skip
+    last = fit_student(
+        model=model,
+        images=store.images,
+        labeled=store.split("labeled"),
+        pseudo=pseudo,
+        cfg=cfg,
+        image_size=params.data.image_size,
+        seed=params.seed,
+        log=lambda metrics, step: None,
+        compute=compute_of(params),
+    )
     seconds = time.perf_counter() - start
     return {"images_per_s": steps * (cfg.batch_labeled + cfg.batch_unlabeled) / seconds, "seconds": seconds,
             "data_wait_share": last["time/data_wait_share"], "peak_rss_mib": peak_rss_mib(),
@@ -163,8 +168,16 @@ def measure_teacher(params_file: Path, steps: int) -> dict:
     labeled = store.split("labeled")
     frozen = encoder_frozen(cfg, labeled.labels, arch.num_classes)
     start = time.perf_counter()
-    fit_teacher(model, store.images, labeled, cfg, params.data.image_size, params.seed,
-                log=lambda metrics, step: None, compute=compute_of(params))  # fmt: skip
+    fit_teacher(
+        model=model,
+        images=store.images,
+        labeled=labeled,
+        cfg=cfg,
+        image_size=params.data.image_size,
+        seed=params.seed,
+        log=lambda metrics, step: None,
+        compute=compute_of(params),
+    )
     seconds = time.perf_counter() - start
     return {"images_per_s": steps * cfg.batch_size / seconds, "seconds": seconds,
             "peak_rss_mib": peak_rss_mib(), "frozen": frozen}  # fmt: skip
@@ -190,8 +203,17 @@ def measure_pretrain(params_file: Path, steps: int) -> dict:
     encoder = build_encoder(arch, store.stats["mean"], store.stats["std"])
     index = store.split("unlabeled").index[: steps * cfg.batch_size]
     start = time.perf_counter()
-    pretrain(encoder, store.images, index, cfg, params.data.image_size, params.seed, None,
-             log=lambda metrics, step: None, compute=compute_of(params))  # fmt: skip
+    pretrain(
+        encoder=encoder,
+        images=store.images,
+        index=index,
+        cfg=cfg,
+        image_size=params.data.image_size,
+        seed=params.seed,
+        monitor=None,
+        log=lambda metrics, step: None,
+        compute=compute_of(params),
+    )
     seconds = time.perf_counter() - start
     return {"images_per_s": len(index) / seconds, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
 

@@ -42,13 +42,14 @@ from common import (  # noqa: E402
 )
 
 from pipeline.checkpoint import load_encoder  # noqa: E402
-from pipeline.config import SSLMethod, load_params  # noqa: E402
+from pipeline.config.full import load_params  # noqa: E402
 from pipeline.data.demo import DEBIAN_IDX_DIR, load_fashion_mnist, split_indices  # noqa: E402
 from pipeline.data.store import load_prepared  # noqa: E402
 from pipeline.datasets import to_tensor  # noqa: E402
 from pipeline.metrics import knn_accuracy, linear_probe_accuracy  # noqa: E402
 from pipeline.models import Architecture, build_encoder  # noqa: E402
-from pipeline.train import seed_everything  # noqa: E402
+from pipeline.runtime import seed_everything  # noqa: E402
+from pipeline.ssl.registry import METHODS  # noqa: E402
 
 
 def method_params(base: dict, method: str, epochs: int, rounds: int, out: Path) -> dict:
@@ -152,7 +153,7 @@ def main() -> None:
         help="keep the rows of --out/results.json and run only missing methods",
     )
     args = parser.parse_args()
-    methods = list(SSLMethod.__args__) if args.methods == ["all"] else args.methods
+    methods = list(METHODS) if args.methods == ["all"] else args.methods
     command = "python bench/ssl_methods.py " + " ".join(a for a in sys.argv[1:] if a != "--resume")
 
     base = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.compare import find_pipelines  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from pipeline.config.full import load_params  # noqa: E402
 
 
 def free_port() -> int:

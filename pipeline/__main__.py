@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--classes", nargs="+", default=None, help="label and test only these classes")
     demo.add_argument("--mismatch", type=float, default=0.0, help="share of unlabeled from other classes")
     demo.add_argument("--far-ood", type=int, default=0, help="rendered digit images added to unlabeled")
+    check = sub.add_parser("check", help="validate every section of params.yaml (each stage checks its own)")
+    check.add_argument("--params", type=Path, default=Path("params.yaml"))
     summary = sub.add_parser("summary", help="print the rounds table of the last `dvc repro`")
     summary.add_argument("--params", type=Path, default=Path("params.yaml"))
     add = sub.add_parser("add-unlabeled", help="validate, de-duplicate and copy new images, then dvc add")
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "predict":
         predict_command(args.folder, args.model, args.out)
 
+    if args.command == "check":
+        check_command(args.params)
     if args.command == "summary":
         print_summary(args.params)
     if args.command == "add-unlabeled":
@@ -78,12 +82,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def print_summary(params_file: Path) -> None:
     """The rounds table: metrics/eval.json of the last evaluation, and the latest MLflow run of each round."""
-    from pipeline.config import ConfigError, load_params
+    from pipeline.config.base import ConfigError, load_params
+    from pipeline.config.common import Common
     from pipeline.summary import print_table, rounds_table, summary_rows
     from pipeline.tracking import latest_round_runs
 
     try:
-        params = load_params(params_file)
+        params = load_params(params_file, Common)
     except ConfigError as err:
         sys.exit(f"error: {err}")
     eval_file = Path(params.paths.metrics) / "eval.json"
@@ -92,6 +97,23 @@ def print_summary(params_file: Path) -> None:
     results = json.loads(eval_file.read_text())
     run_ids = latest_round_runs(params.mlflow.experiment)
     print_table(rounds_table(summary_rows(results, params.round_order(), run_ids)))
+
+
+def check_command(params_file: Path) -> None:
+    """Validate the whole params file: every section, every SSL method's settings and every round's
+    overrides; exit naming the first bad key."""
+    from pipeline.config.base import ConfigError
+    from pipeline.config.full import load_params
+    from pipeline.ssl.registry import check_methods
+
+    try:
+        params = load_params(params_file)
+        check_methods(params.pretrain)
+        for name in params.rounds:
+            params.round_config(name)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    print(f"{params_file}: valid ({len(params.rounds)} rounds, pretrain.method {params.pretrain.method})")
 
 
 def checked_tracking_uri() -> str:
@@ -108,14 +130,15 @@ def compare_command(run_ids: list[str], params_file: Path, plot: Path) -> None:
     from mlflow import MlflowClient
 
     from pipeline.compare import compare_table, find_pipelines
-    from pipeline.config import ConfigError, load_params
+    from pipeline.config.base import ConfigError, load_params
+    from pipeline.config.common import Common
     from pipeline.figures import compare_figure
     from pipeline.summary import print_table
     from pipeline.tracking import TrackingUnreachable
 
     try:
         uri = checked_tracking_uri()
-        runs = find_pipelines(MlflowClient(uri), load_params(params_file).mlflow.experiment, run_ids)
+        runs = find_pipelines(MlflowClient(uri), load_params(params_file, Common).mlflow.experiment, run_ids)
     except (ConfigError, TrackingUnreachable, LookupError) as err:
         sys.exit(f"error: {err}")
     print_table(compare_table(runs))
@@ -148,11 +171,12 @@ SHOWN = 5  # files listed per kind of problem by add-unlabeled
 
 def add_unlabeled_command(sources: list[Path], params_file: Path, into: str | None, dvc: bool) -> None:
     """Copy the new images among `sources` into paths.unlabeled and track the folder with `dvc add`."""
-    from pipeline.config import ConfigError, load_params
+    from pipeline.config.base import ConfigError, load_params
+    from pipeline.config.common import Common
     from pipeline.data.add import add_unlabeled, known_hashes
 
     try:
-        paths = load_params(params_file).paths
+        paths = load_params(params_file, Common).paths
         unlabeled = Path(paths.unlabeled)
         known = known_hashes([Path(paths.labeled), unlabeled, Path(paths.test)])
         into = into or time.strftime("added-%Y%m%d-%H%M%S", time.gmtime())

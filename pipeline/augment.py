@@ -1,6 +1,6 @@
-"""Augmentation policies built with albumentations, for (H, W, C) uint8 images, grayscale or color.
+"""Augmentation policies of the teacher and the students, built with albumentations, for (H, W, C) uint8
+images, grayscale or color (the SSL views are in pipeline.ssl.views).
 
-- `ssl_view`: SimCLR-style random view (resized crop, flip, brightness/contrast jitter, optional blur).
 - `weak`: flip + reflect-padded random shift of 1/8 of the side (FixMatch's weak augmentation).
 - `strong`: weak, then `num_ops` ops drawn from a RandAugment-like list at magnitude m/10, then cutout.
 
@@ -15,19 +15,6 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks 
 
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
-
-from pipeline.config import StrongAugment, ViewPolicy  # noqa: E402
-
-
-def ssl_view(policy: ViewPolicy, image_size: int, seed: int) -> A.Compose:
-    ops = [
-        A.RandomResizedCrop(size=(image_size, image_size), scale=policy.crop_scale, p=1.0),
-        A.HorizontalFlip(p=policy.hflip),
-        A.RandomBrightnessContrast(policy.brightness, policy.contrast, p=policy.jitter),
-    ]
-    if policy.blur > 0:
-        ops.append(A.GaussianBlur(sigma_limit=(0.1, 1.0), p=policy.blur))
-    return A.Compose(ops, seed=seed)
 
 
 def _shift(image_size: int) -> list[A.BasicTransform]:
@@ -62,12 +49,14 @@ def randaugment_ops(magnitude: int) -> list[A.BasicTransform]:
     ]
 
 
-def strong(cfg: StrongAugment, image_size: int, seed: int) -> A.Compose:
+def strong(num_ops: int, magnitude: int, cutout: float, image_size: int, seed: int) -> A.Compose:
+    """Flip + shift, `num_ops` RandAugment ops at `magnitude` (of 10), then a cutout square of side
+    `cutout` x the image side (student.strong in params.yaml)."""
     ops = _shift(image_size)
-    if cfg.num_ops > 0:
-        ops.append(A.SomeOf(randaugment_ops(cfg.magnitude), n=cfg.num_ops, replace=False, p=1.0))
-    if cfg.cutout > 0:
-        side = max(1, round(cfg.cutout * image_size))
+    if num_ops > 0:
+        ops.append(A.SomeOf(randaugment_ops(magnitude), n=num_ops, replace=False, p=1.0))
+    if cutout > 0:
+        side = max(1, round(cutout * image_size))
         ops.append(
             A.CoarseDropout(
                 num_holes_range=(1, 1),

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from pipeline.config import StrongAugment
+from pipeline.config.student import StrongAugment
 
 GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 PHOTOMETRIC = ("brightness", "contrast", "sharpness", "solarize", "posterize", "autocontrast", "equalize")

@@ -42,9 +42,7 @@ def load_classifier(path: Path) -> tuple[Classifier, dict[str, Any]]:
 
 
 def save_round_model(
-    rounds_dir: Path, round_name: str, model: Classifier, arch: Architecture, classes: list[str], config: dict
-) -> Path:
-    """Save a teacher or student as `<rounds_dir>/<round>/model.pt` with classes and config."""
-    path = Path(rounds_dir) / round_name / "model.pt"
+    path: Path, model: Classifier, arch: Architecture, classes: list[str], round_name: str, config: dict
+) -> None:
+    """Save a teacher or student (pipeline.artifacts.round_model) with its classes, round and config."""
     save_model(path, model, arch, classes=classes, round=round_name, config=config)
-    return path

@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from pipeline.config import ComputeConfig, ConfigError
+from pipeline.config.base import ConfigError
+from pipeline.config.common import ComputeConfig
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ CPU = Compute()
 def resolve_compute(cfg: ComputeConfig) -> Compute:
     """The Compute of params.yaml `compute` here. `device: cuda` needs a visible GPU (under torchrun
     each process takes GPU LOCAL_RANK); `auto` takes one when there is one. On CUDA, deterministic kernels
-    (pipeline.train.seed_everything) need cuBLAS's fixed workspace, set here unless the user set it, and
+    (pipeline.runtime.seed_everything) need cuBLAS's fixed workspace, set here unless the user set it, and
     an op with no deterministic CUDA kernel warns instead of stopping the stage (call this after
     seed_everything)."""
     device = cfg.device

@@ -1,4 +1,5 @@
-"""Torch datasets over the prepared uint8 store, and batched inference without augmentation."""
+"""Torch datasets and loaders over the prepared uint8 store: augmented views, whole batches, and the
+sampling orders of the training loops."""
 
 from __future__ import annotations
 
@@ -36,6 +37,25 @@ class Views(Dataset):
     def __getitem__(self, i: int) -> tuple[list[torch.Tensor], int]:
         img = np.asarray(self.images[self.index[i]])  # (H, W, C) uint8
         return [to_tensor(t(image=img)["image"]) for t in self.transforms], i
+
+
+class ViewsWithArrays(Dataset):
+    """Views plus per-item arrays, so a loop gets (view, {name: value}) in one batch: labels, targets,
+    weights."""
+
+    def __init__(self, views: Views, **arrays: np.ndarray):
+        self.views, self.arrays = views, arrays
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    @property
+    def transforms(self) -> list:
+        return self.views.transforms
+
+    def __getitem__(self, i: int):
+        (view,), _ = self.views[i]
+        return view, {k: torch.as_tensor(v[i]) for k, v in self.arrays.items()}
 
 
 class Batched(Dataset):
@@ -125,10 +145,18 @@ def epoch_loader(dataset: Dataset, batch_size: int, seed: int, pin_memory: bool 
 
 
 def image_batches(
-    images: np.ndarray, index: np.ndarray, batch_size: int, pin_memory: bool = False
+    images: np.ndarray,
+    index: np.ndarray,
+    batch_size: int,
+    pin_memory: bool = False,
+    transform: Transform | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Un-augmented batches (B, C, H, W) of store rows `index`, in order; reads the store in slices.
-    `pin_memory`: each batch in page-locked memory, for a non-blocking copy to a GPU."""
+    """Batches (B, C, H, W) of store rows `index`, in order; reads the store in slices. `transform`: each
+    image under one draw of an albumentations transform, in order. `pin_memory`: each batch in page-locked
+    memory, for a non-blocking copy to a GPU."""
     for start in range(0, len(index), batch_size):
-        x = to_tensor(images[index[start : start + batch_size]])
+        batch = images[index[start : start + batch_size]]
+        if transform is not None:
+            batch = np.stack([transform(image=img)["image"] for img in batch])
+        x = to_tensor(batch)
         yield x.pin_memory() if pin_memory else x

@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from pipeline.metrics import reliability_bins  # noqa: E402
+from pipeline.pseudo.pool import OODDecision  # noqa: E402
 
 
 def confusion_figure(confusion: np.ndarray, classes: list[str], title: str) -> Figure:
@@ -168,8 +169,7 @@ def pseudo_label_figures(
     table: pd.DataFrame,
     images: np.ndarray,
     classes: list[str],
-    held_out: np.ndarray,
-    threshold: float,
+    ood: OODDecision,
     round_name: str,
 ) -> dict[str, Figure]:
     """The figures of one pseudolabel round, by artifact file name."""
@@ -180,9 +180,9 @@ def pseudo_label_figures(
             table, images, classes, 8, f"{round_name}: most confident accepted"
         ),
     }
-    if np.isfinite(threshold):  # an OOD filter ran
+    if np.isfinite(ood.threshold):  # an OOD filter ran
         figures["ood_scores.png"] = ood_figure(
-            table["ood_score"].to_numpy(), held_out, threshold, f"{round_name}: OOD scores"
+            table["ood_score"].to_numpy(), ood.held_out, ood.threshold, f"{round_name}: OOD scores"
         )
         figures["ood_rejects_grid.png"] = ood_rejects_grid(
             table, images, 32, 8, f"{round_name}: highest-scoring OOD rejects (teacher's guess, score)"

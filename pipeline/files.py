@@ -42,3 +42,7 @@ def write_json(path: Path, data: Any) -> None:
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(Path(path), lambda p: frame.to_csv(p, index=False))
+
+
+def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write(Path(path), lambda p: frame.to_parquet(p, index=False))

@@ -1,4 +1,5 @@
-"""A small residual CNN: encoder, classifier (teacher/student) and the SSL projection head.
+"""A small residual CNN: the encoder and the classifier (teacher, students). The SSL heads are in
+pipeline.ssl.methods.
 
 The encoder takes float images in [0, 1] of shape (B, C, H, W) and normalizes them itself with the dataset's
 mean and std (stored as buffers, so a checkpoint carries them). Architecture:
@@ -18,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from pipeline.config.common import MIN_WIDTH
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -27,6 +30,12 @@ class Architecture:
     num_classes: int = 0
     dropout: float = 0.0
     stochastic_depth: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.width < MIN_WIDTH:
+            raise ValueError(
+                f"model width {self.width} < {MIN_WIDTH}: narrower models hang oneDNN's AVX2 kernels"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from pipeline.config import Params
+from pipeline.config.common import Common
 from pipeline.distributed import SINGLE, World
 from pipeline.files import atomic_write
 
@@ -154,7 +154,7 @@ class ResumePoint:
 
 
 def stage_resume_point(
-    params: Params, stage: str, inputs: Iterable[Path | str], every: int, world: World = SINGLE
+    params: Common, stage: str, inputs: Iterable[Path | str], every: int, world: World = SINGLE
 ) -> ResumePoint:
     """The resume point of `stage` (e.g. "student@r2") for these params and input files. Disabled under
     torchrun: the processes would have to agree on one step, which they do not check yet."""

@@ -12,6 +12,7 @@ import torch
 from pipeline.data.prepare import decode_error_reason, decode_image, scan_folder
 from pipeline.data.store import Prepared
 from pipeline.datasets import to_tensor
+from pipeline.inference import batched_outputs
 from pipeline.models import Classifier
 from pipeline.pseudo.select import softmax
 from pipeline.tracking import StageRun, register_model
@@ -61,7 +62,6 @@ def load_registered(model: str) -> tuple[torch.nn.Module, dict]:
     return mlflow.pytorch.load_model(uri), metadata
 
 
-@torch.no_grad()
 def predict_folder(
     model: torch.nn.Module, metadata: dict, folder: Path, batch_size: int = 256
 ) -> pd.DataFrame:
@@ -82,9 +82,12 @@ def predict_folder(
     frame = pd.DataFrame(rows, columns=["path", "status", "reason"])
     frame["label"], frame["confidence"] = "", float("nan")
     if pixels:
-        images = np.stack(pixels)
-        logits = [model(to_tensor(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
-        probs = softmax(torch.cat(logits).numpy())
+        images, classes = np.stack(pixels), metadata["classes"]
+        outputs = batched_outputs(
+            lambda x: {"logits": model(x)}, {"logits": len(classes)}, images, np.arange(len(images)),
+            batch_size,
+        )  # fmt: skip
+        probs = softmax(outputs["logits"])
         ok = frame["status"] == "ok"
         frame.loc[ok, "label"] = np.asarray(metadata["classes"])[probs.argmax(axis=1)]
         frame.loc[ok, "confidence"] = probs.max(axis=1)

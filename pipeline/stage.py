@@ -1,32 +1,92 @@
-"""What every stage script does first: read its arguments, validate params.yaml, set the seed."""
+"""What every stage script does: read its arguments, validate its sections of params.yaml, check the
+compute device and the tracking server; and, for the training stages, the torchrun and resume scaffolding."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
 
-from pipeline.compute import resolve_compute
-from pipeline.config import ConfigError, Params, load_params
-from pipeline.tracking import TrackingUnreachable, check_tracking_uri, project_root, tracking_uri
+from pipeline.compute import Compute, resolve_compute
+from pipeline.config.base import ConfigError, load_params
+from pipeline.config.common import Common
+from pipeline.distributed import World, init_world
+from pipeline.resume import ResumePoint, stage_resume_point
+from pipeline.runtime import LogFn, seed_everything
+from pipeline.tracking import (
+    StageRun,
+    TrackingUnreachable,
+    check_tracking_uri,
+    project_root,
+    stage_run,
+    tracking_uri,
+)
+
+P = TypeVar("P", bound=Common)
 
 
 def start(
-    description: str, with_round: bool = False, argv: list[str] | None = None
-) -> tuple[Params, str | None]:
-    """Parse `--params` (and `--round`), validate the params file, check that its compute device is here and
-    that the MLflow tracking server answers; exit with a clear message when one fails, before the stage reads
-    data or trains."""
+    description: str,
+    kind: type[P],
+    *,
+    with_round: bool = False,
+    check: Callable[[P], Any] | None = None,
+    torchrun: bool = True,
+    argv: list[str] | None = None,
+) -> tuple[P, str | None]:
+    """Parse `--params` (and `--round`), validate the stage's sections of the params file (`kind`; `check`
+    for more), check that its compute device is here and that the MLflow tracking server answers, and seed
+    every generator. Exit with a clear message when one fails, before the stage reads data or trains, or when
+    a stage that runs in one process (`torchrun=False`) was started by torchrun."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     if with_round:
         parser.add_argument("--round", required=True, help="round name from params.yaml rounds, e.g. r1")
     args = parser.parse_args(argv)
+    if not torchrun and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.exit(f"error: {parser.prog} runs in one process; start it without torchrun")
     try:
-        params = load_params(args.params)
+        params = load_params(args.params, kind)
         if with_round:
             params.round_config(args.round)  # validates the round and its overrides up front
+        if check is not None:
+            check(params)
         resolve_compute(params.compute)  # compute.device: cuda without a GPU stops here
         check_tracking_uri(tracking_uri(project_root()))
     except (ConfigError, TrackingUnreachable) as err:
         sys.exit(f"error: {err}")
+    seed_everything(params.seed)
     return params, getattr(args, "round", None)
+
+
+Train = Callable[[LogFn, ResumePoint, World, Compute], Any]
+
+
+def training_stage(
+    params: Common,
+    stage: str,
+    round_name: str | None,
+    *,
+    inputs: Iterable[Path],
+    logged: dict[str, Any],
+    train: Train,
+    save: Callable[[StageRun], None],
+) -> None:
+    """Run a training stage in this process or as one of several under torchrun: every process trains
+    (`train(log, resume, world, compute)`), rank 0 alone logs to MLflow and `save`s the outputs. The resume
+    point is keyed by the params and `inputs` and removed once the outputs are saved."""
+    compute = resolve_compute(params.compute)
+    world = init_world(compute)  # one process, or one of several under torchrun
+    key = f"{stage}@{round_name}" if round_name and stage != "teacher" else stage
+    resume = stage_resume_point(params, key, inputs, params.checkpoints.every_steps, world)
+    if not world.main:  # another torchrun process: train its share of each batch, write nothing
+        train(lambda metrics, step: None, resume, world, compute)
+        return world.close()
+    with stage_run(params, stage, round_name, logged, system_metrics=True) as run:
+        train(run.log, resume, world, compute)
+        save(run)
+    resume.clear()
+    world.close()

@@ -1,13 +1,10 @@
-"""Per-round evaluation and the summary table printed at the end of a run."""
+"""The rounds table printed at the end of a run, and the per-round curve for `dvc plots`."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
-
-from pipeline.metrics import accuracy, confusion_matrix, expected_calibration_error
 
 FORMATS = {  # how the tables print each per-round metric
     "test/accuracy": "{:.2%}",
@@ -21,17 +18,6 @@ FORMATS = {  # how the tables print each per-round metric
 def format_metric(key: str, value) -> str:
     """`value` as the tables print metric `key`; '-' when missing or NaN."""
     return "-" if value is None or value != value else FORMATS[key].format(value)
-
-
-def test_metrics(probs: np.ndarray, labels: np.ndarray, ece_bins: int) -> tuple[dict[str, float], np.ndarray]:
-    """Test accuracy and ECE of one model from its softmax probabilities, and its confusion matrix."""
-    pred = probs.argmax(axis=1)
-    metrics = {
-        "test/accuracy": accuracy(pred, labels),
-        "test/ece": expected_calibration_error(probs, labels, ece_bins),
-        "test/images": float(len(labels)),
-    }
-    return metrics, confusion_matrix(pred, labels, probs.shape[1])
 
 
 def rounds_curve(rows: list[dict]) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import Params
+from pipeline.config.common import Common
 
 PIPELINE_TAG = "pipeline_id"
 
@@ -57,7 +57,7 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         ) from err
 
 
-def run_name(params: Params, stage: str, round_name: str | None) -> str:
+def run_name(params: Common, stage: str, round_name: str | None) -> str:
     """`<position> <round>/<stage>`, e.g. '04 r1/student': sorted by name, runs list in pipeline order."""
     order = ["prepare", "pretrain"]
     for k, name in enumerate(params.round_order()):
@@ -151,6 +151,11 @@ class StageRun:
         mlflow.log_figure(figure, artifact_file)
         plt.close(figure)
 
+    def log_figures(self, figures: dict) -> None:
+        """Each {artifact file: matplotlib figure} as a PNG artifact; the figures are closed."""
+        for artifact_file, figure in figures.items():
+            self.log_figure(figure, artifact_file)
+
     def log_model(self, model, example, metadata: dict[str, Any]) -> str:
         """The model as an MLflow PyTorch model (torch.export 'pt2' format, no pickled code) with a signature
         from `example` (float32 N, C, H, W in [0, 1]) and `metadata` (classes, image size, channels).
@@ -213,13 +218,15 @@ def _parent_run(client, experiment_id: str, pid: str, tags: dict[str, str]) -> s
 
 @contextmanager
 def stage_run(
-    params: Params,
+    params: Common,
     stage: str,
     round_name: str | None = None,
     logged: dict[str, Any] | None = None,
     system_metrics: bool = False,
+    tags: dict[str, str] | None = None,
 ):
-    """Start the child run `NN <round>/<stage>` under this pipeline execution's parent; log params and tags.
+    """Start the child run `NN <round>/<stage>` under this pipeline execution's parent; log params and tags
+    (`tags`: the stage's own, besides the ones below).
 
     Tags: stage, round, DVC stage, git commit, the DVC hash of each input folder, $DVC_EXP_NAME when set.
     `logged` is the params section(s) of the stage, logged once as flattened params. `system_metrics`
@@ -247,6 +254,7 @@ def stage_run(
     pid = pipeline_id()
     parent = _parent_run(client, experiment_id, pid, common)
     tags = {
+        **(tags or {}),
         **common,
         "kind": "stage",
         "stage": stage,

@@ -1,61 +1,42 @@
 """DVC stage `evaluate`: test accuracy, calibration and pseudo-label statistics of every round."""
 
-from pathlib import Path
-
-import pandas as pd
-
-from pipeline.checkpoint import load_classifier
+from pipeline import artifacts
 from pipeline.compute import resolve_compute
+from pipeline.config.evaluate import EvaluateParams
 from pipeline.data.store import load_prepared
+from pipeline.evaluation import evaluate_round
 from pipeline.figures import evaluation_figures
 from pipeline.files import write_csv, write_json
-from pipeline.pseudo.report import pseudo_label_stats, read_analysis_labels
-from pipeline.pseudo.select import softmax
+from pipeline.pseudo.report import read_analysis_labels
 from pipeline.stage import start
-from pipeline.summary import rounds_curve, summary_rows, test_metrics
+from pipeline.summary import rounds_curve, summary_rows
 from pipeline.tracking import stage_run
-from pipeline.train import predict, seed_everything
 
 
 def main() -> None:
-    params, _ = start(__doc__)
-    paths = params.paths
-    seed_everything(params.seed)
-    data = load_prepared(paths.prepared)
-    test = data.split("test")
-    truth = read_analysis_labels(paths.analysis)
-    order, results = params.round_order(), {}
-    compute = resolve_compute(params.compute)
-
-    with stage_run(params, "evaluate", logged={"evaluate": params.evaluate.model_dump()}) as run:
-        run.set_tag("round_order", ",".join(order))  # metric step k is round order[k]; `compare` reads it
-        for step, round_name in enumerate(order):
-            model, _ = load_classifier(Path(paths.rounds) / round_name / "model.pt")
-            logits, _ = predict(model, data.images, test.index, compute=compute)
-            probs = softmax(logits)
-            metrics, confusion = test_metrics(probs, test.labels, params.evaluate.ece_bins)
-            table_path = Path(paths.pseudolabels) / f"{round_name}.parquet"
-            if table_path.is_file():
-                metrics.update(pseudo_label_stats(pd.read_parquet(table_path), data.classes, truth))
-            run.log(metrics, step)
-            results[round_name] = metrics
-            run.log_frame(
-                pd.DataFrame(confusion, index=data.classes, columns=data.classes),
-                f"{round_name}/confusion.csv",
+    params, _ = start(__doc__, EvaluateParams)
+    paths, bins, order, results = params.paths, params.evaluate.ece_bins, params.round_order(), {}
+    data, compute = load_prepared(paths.prepared), resolve_compute(params.compute)
+    truth, labels = read_analysis_labels(paths.analysis), data.split("test").labels
+    logged, tags = {"evaluate": params.evaluate.model_dump()}, {"round_order": ",".join(order)}
+    with stage_run(params, "evaluate", logged=logged, tags=tags) as run:  # metric step k: round order[k]
+        for step, name in enumerate(order):
+            result = evaluate_round(
+                model_file=artifacts.round_model(paths, name), data=data, truth=truth, ece_bins=bins,
+                table_file=artifacts.pseudo_labels(paths, name), compute=compute,
+            )  # fmt: skip
+            run.log(result.metrics, step)
+            results[name] = result.metrics
+            run.log_frame(result.confusion_frame(data.classes), f"{name}/confusion.csv")
+            run.log_figures(
+                evaluation_figures(result.confusion, result.probs, labels, data.classes, bins, name)
             )
-            bins = params.evaluate.ece_bins
-            figures = evaluation_figures(confusion, probs, test.labels, data.classes, bins, round_name)
-            for name, figure in figures.items():
-                run.log_figure(figure, name)
         first, last = results[order[0]]["test/accuracy"], results[order[-1]]["test/accuracy"]
         run.log({"eval/final_accuracy": last, "eval/gain_over_teacher": last - first}, 0)
-
-    write_json(Path(paths.metrics) / "eval.json", results)
-    write_csv(Path(paths.plots) / "rounds.csv", rounds_curve(summary_rows(results, order, run_ids={})))
-    print(
-        f"evaluate: {order[-1]} test accuracy {last:.2%} ({last - first:+.2%} over the teacher); "
-        "the rounds table: python -m pipeline summary"
-    )
+    write_json(artifacts.metrics(paths, "eval"), results)
+    write_csv(artifacts.plot(paths, "rounds"), rounds_curve(summary_rows(results, order, run_ids={})))
+    print(f"evaluate: {order[-1]} test accuracy {last:.2%} ({last - first:+.2%} over the teacher); "
+          "the rounds table: python -m pipeline summary")  # fmt: skip
 
 
 if __name__ == "__main__":

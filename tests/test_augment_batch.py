@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pipeline.augment_batch import CUTOUT_FILL, OPS, BatchStrong, _equalize, _flip_shift, _sharpen
-from pipeline.config import StrongAugment
+from pipeline.config.student import StrongAugment
 
 
 def batch(n: int = 64, channels: int = 1, seed: int = 0) -> torch.Tensor:

@@ -12,11 +12,15 @@ import pytest
 import torch
 
 from pipeline.compute import CPU, Compute, resolve_compute
-from pipeline.config import ComputeConfig, ConfigError, load_params
+from pipeline.config.base import ConfigError
+from pipeline.config.common import ComputeConfig
+from pipeline.config.full import load_params
 from pipeline.data.store import Split
 from pipeline.datasets import image_batches
+from pipeline.inference import predict
 from pipeline.models import Architecture, build_classifier
-from pipeline.train import fit_teacher, predict, seed_everything
+from pipeline.runtime import seed_everything
+from pipeline.training.teacher import fit_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = load_params(ROOT / "params.yaml")
@@ -41,7 +45,16 @@ def train_teacher(compute: Compute) -> tuple[torch.nn.Module, np.ndarray, Split]
     cfg = PARAMS.teacher.model_copy(
         update={"steps": 40, "batch_size": 12, "lr": 0.1, "freeze_encoder_below": 0}
     )
-    fit_teacher(model, images, split, cfg, 28, 0, log=lambda metrics, step: None, compute=compute)
+    fit_teacher(
+        model=model,
+        images=images,
+        labeled=split,
+        cfg=cfg,
+        image_size=28,
+        seed=0,
+        log=lambda metrics, step: None,
+        compute=compute,
+    )
     return model, images, split
 
 

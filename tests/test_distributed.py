@@ -10,7 +10,7 @@ from pipeline_repo import make_repo, run
 from pipeline.checkpoint import load_classifier
 from pipeline.data.store import load_prepared
 from pipeline.distributed import World, shard_order
-from pipeline.train import predict
+from pipeline.inference import predict
 
 # Teacher and student steps long enough for the accuracy to settle; batch sizes divisible by 2 processes.
 SETTINGS = {"teacher": {"steps": 60, "batch_size": 16}, "student": {"steps": 90}}

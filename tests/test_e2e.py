@@ -186,6 +186,28 @@ def test_second_repro_runs_nothing(repo):
     assert "Data and pipelines are up to date" in run(["dvc", "status"], path, env)
 
 
+@pytest.mark.parametrize(
+    ("edit", "unchanged"),
+    [
+        ("pipeline/pseudo/select.py", {"prepare", "pretrain", "teacher"}),
+        ("pipeline/training/student.py", {"prepare", "pretrain", "teacher", "pseudolabel@r1"}),
+        ("pipeline/config/student.py", {"prepare", "pretrain", "teacher", "pseudolabel@r1"}),
+        ("pipeline/ssl/methods/simclr.py", {"prepare"}),
+    ],
+)
+def test_a_code_edit_changes_only_the_stages_that_import_it(repo, edit, unchanged):
+    path, env = repo
+    source = path / edit
+    original = source.read_text()
+    try:
+        source.write_text(original + "\n# an edit\n")
+        status = run(["dvc", "status", "--json"], path, env)
+    finally:
+        source.write_text(original)
+    changed = set(json.loads(status))
+    assert changed and not changed & unchanged, f"{edit} changed {sorted(changed)}"
+
+
 def test_rerun_gives_identical_outputs(repo):
     """Seeded everything + deterministic kernels on CPU: `dvc repro --force` writes the same bytes again."""
     path, env = repo

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from pipeline.figures import evaluation_figures, pseudo_label_figures
+from pipeline.pseudo.pool import OODDecision
 
 CLASSES = ["a", "b", "c"]
 
@@ -37,9 +38,9 @@ def png_bytes(figure) -> bytes:
 @pytest.mark.parametrize("channels", [1, 3])
 def test_pseudo_label_figures_render_for_gray_and_color_images(channels):
     images = np.random.default_rng(1).integers(0, 256, (60, 12, 12, channels), dtype=np.uint8)
-    figures = pseudo_label_figures(
-        round_table(), images, CLASSES, np.random.default_rng(2).normal(size=30), 1.0, "r1"
-    )
+    table = round_table()
+    ood = OODDecision(table["ood_score"].to_numpy(), np.random.default_rng(2).normal(size=30), 1.0)
+    figures = pseudo_label_figures(table, images, CLASSES, ood, "r1")
     assert set(figures) == {
         f"figures/{n}.png"
         for n in ("confidence", "class_counts", "accepted_grid", "ood_scores", "ood_rejects_grid")
@@ -51,7 +52,8 @@ def test_pseudo_label_figures_render_for_gray_and_color_images(channels):
 def test_without_an_ood_filter_there_are_no_ood_figures():
     images = np.zeros((60, 12, 12, 1), dtype=np.uint8)
     table = round_table().assign(ood_score=0.0, in_distribution=True)
-    figures = pseudo_label_figures(table, images, CLASSES, np.zeros(0), float("inf"), "r1")
+    off = OODDecision(np.zeros(len(table)), np.zeros(0), float("inf"))
+    figures = pseudo_label_figures(table, images, CLASSES, off, "r1")
     assert not any("ood" in name for name in figures)
 
 

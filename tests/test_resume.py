@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import load_params
+from pipeline.config.full import load_params
 from pipeline.data.store import Split
 from pipeline.models import Architecture, build_classifier, build_encoder
+from pipeline.pseudo.targets import PseudoLabeled
 from pipeline.resume import ResumePoint
-from pipeline.ssl import pretrain
-from pipeline.train import PseudoLabeled, TrainingDiverged, fit_student, fit_teacher, seed_everything
+from pipeline.runtime import TrainingDiverged, seed_everything
+from pipeline.ssl.pretrain import pretrain
+from pipeline.training.student import fit_student
+from pipeline.training.teacher import fit_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = load_params(ROOT / "params.yaml")
@@ -72,7 +75,17 @@ def test_teacher_resumed_after_an_interruption_matches_an_unbroken_run(images, t
 
     def train(point, log):
         model = classifier(arch)
-        fit_teacher(model, images, labeled_split(), cfg, 28, 0, log, point, log_every=1)
+        fit_teacher(
+            model=model,
+            images=images,
+            labeled=labeled_split(),
+            cfg=cfg,
+            image_size=28,
+            seed=0,
+            log=log,
+            resume=point,
+            log_every=1,
+        )
         return model.state_dict()
 
     unbroken, resumed, logged = run_twice(train, tmp_path, stop=6)
@@ -100,14 +113,25 @@ def test_student_resumed_after_an_interruption_matches_an_unbroken_run(images, t
 
     def train(point, log):
         model = classifier(arch)
-        fit_student(model, images, labeled_split(), pseudo, cfg, 28, 0, log, point, log_every=1)
+        fit_student(
+            model=model,
+            images=images,
+            labeled=labeled_split(),
+            pseudo=pseudo,
+            cfg=cfg,
+            image_size=28,
+            seed=0,
+            log=log,
+            resume=point,
+            log_every=1,
+        )
         return model.state_dict()
 
     unbroken, resumed, _ = run_twice(train, tmp_path, stop=9)
     assert_same_state(unbroken, resumed)
 
 
-@pytest.mark.parametrize("method", type(PARAMS.pretrain.methods).model_fields)
+@pytest.mark.parametrize("method", list(PARAMS.pretrain.methods))
 def test_pretrain_resumed_after_an_interruption_matches_an_unbroken_run(images, tmp_path, method):
     """Every method's state comes back: MoCo's queue and pointer, momentum encoders, DINO's center, the
     masks' own generator of SimMIM and the hybrid, the hybrid's loss weights."""
@@ -117,7 +141,17 @@ def test_pretrain_resumed_after_an_interruption_matches_an_unbroken_run(images, 
     def train(point, log):
         seed_everything(0)
         encoder = build_encoder(arch)
-        pretrain(encoder, images, np.arange(64), cfg, 28, 0, None, log, point)
+        pretrain(
+            encoder=encoder,
+            images=images,
+            index=np.arange(64),
+            cfg=cfg,
+            image_size=28,
+            seed=0,
+            monitor=None,
+            log=log,
+            resume=point,
+        )
         return encoder.state_dict()
 
     unbroken = train(None, stop_at(None))
@@ -143,8 +177,9 @@ def test_a_diverging_loss_names_epoch_and_step_and_keeps_the_last_resume_point(i
     point = ResumePoint(tmp_path, "teacher", key="k", every=1)
     with pytest.raises(TrainingDiverged, match=r"teacher: loss .* at epoch \d+, step (\d+)") as err:
         fit_teacher(
-            classifier(Architecture(1, 4, 1, 3)), images, labeled_split(), cfg, 28, 0, stop_at(None), point
-        )
+            model=classifier(Architecture(1, 4, 1, 3)), images=images, labeled=labeled_split(), cfg=cfg,
+            image_size=28, seed=0, log=stop_at(None), resume=point,
+        )  # fmt: skip
     step = int(err.value.args[0].split("step ")[1].split(";")[0])
     saved = point.load()
     assert saved["step"] == step  # the point written after the last finite step, untouched
@@ -170,7 +205,17 @@ def test_a_loader_worker_process_gives_the_same_training_as_augmenting_in_proces
             }
         )
         model = classifier(arch)
-        last = fit_student(model, images, labeled_split(), pseudo, cfg, 28, 0, stop_at(None), log_every=1)
+        last = fit_student(
+            model=model,
+            images=images,
+            labeled=labeled_split(),
+            pseudo=pseudo,
+            cfg=cfg,
+            image_size=28,
+            seed=0,
+            log=stop_at(None),
+            log_every=1,
+        )
         states.append(model.state_dict())
         assert 0 <= last["time/data_wait_share"] <= 1
     assert_same_state(*states)

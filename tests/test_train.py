@@ -2,10 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import TeacherConfig
+from pipeline.config.teacher import TeacherConfig
+from pipeline.inference import predict
 from pipeline.models import Architecture, build_classifier
+from pipeline.pseudo.pool import tta_probabilities
 from pipeline.pseudo.select import softmax
-from pipeline.train import encoder_frozen, predict, tta_probabilities
+from pipeline.training.teacher import encoder_frozen
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.data.prepare import decode_error_reason, decode_image, scan_folder
+from pipeline.data.decode import decode_error_reason, decode_image
+from pipeline.data.scan import scan_folder
 
 
 @dataclass

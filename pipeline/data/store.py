@@ -10,6 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# The files of a store (params.yaml paths.prepared), named here once.
+MANIFEST, IMAGES, CLASSES, STATS, DECODER = (
+    "manifest.parquet", "images.npy", "classes.json", "stats.json", "decoder.json"
+)  # fmt: skip
+
 
 class ImageFile:
     """The (N, H, W, C) uint8 array in an .npy file, indexed like an array (a row, a slice or an array of
@@ -117,16 +122,12 @@ class Prepared:
 
 def load_prepared(directory: str | Path) -> Prepared:
     directory = Path(directory)
-    missing = [
-        n
-        for n in ("manifest.parquet", "images.npy", "classes.json", "stats.json")
-        if not (directory / n).is_file()
-    ]
+    missing = [n for n in (MANIFEST, IMAGES, CLASSES, STATS) if not (directory / n).is_file()]
     if missing:
         raise FileNotFoundError(f"prepared store {directory} lacks {missing}; run the prepare stage first")
     return Prepared(
-        manifest=pd.read_parquet(directory / "manifest.parquet"),
-        images=ImageFile(directory / "images.npy"),
-        classes=json.loads((directory / "classes.json").read_text()),
-        stats=json.loads((directory / "stats.json").read_text()),
+        manifest=pd.read_parquet(directory / MANIFEST),
+        images=ImageFile(directory / IMAGES),
+        classes=json.loads((directory / CLASSES).read_text()),
+        stats=json.loads((directory / STATS).read_text()),
     )

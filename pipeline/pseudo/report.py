@@ -10,7 +10,6 @@ import pandas as pd
 from pipeline.data.store import Split
 from pipeline.metrics import fpr_at_tpr, ood_auroc
 from pipeline.pseudo.select import Selection
-from pipeline.train import PseudoLabeled
 
 TABLE_COLUMNS = [
     "round",
@@ -136,27 +135,3 @@ def ood_truth_stats(table: pd.DataFrame, truth: pd.Series, classes: list[str]) -
         "ood/fpr95": fpr_at_tpr(scores[~is_ood], scores[is_ood], 0.95),
         "ood/false_rejection": float((~kept[~is_ood]).mean()),
     }
-
-
-TRAINING_COLUMNS = ["index", "pseudo_label", "soft_label", "weight", "copies", "in_distribution"]
-
-
-def read_training_table(path: str | Path) -> pd.DataFrame:
-    """The columns of a round's table that `training_targets` uses: not the hashes, paths and reasons, which
-    for a pool of a million images would take hundreds of MB for nothing (docs/scale.md)."""
-    return pd.read_parquet(path, columns=TRAINING_COLUMNS)
-
-
-def training_targets(table: pd.DataFrame, classes: list[str], hard: bool) -> PseudoLabeled:
-    """The student's unlabeled training set: every image that passed the OOD filter, with its target
-    (the teacher's soft label, or one-hot when `hard`) and weight (0 where not accepted, so it only counts
-    in the entropy term). An image with `copies` > 1 (class-balanced duplication) appears that many times."""
-    in_distribution = table[table["in_distribution"]]
-    pool = in_distribution.loc[in_distribution.index.repeat(in_distribution["copies"].clip(lower=1))]
-    if hard:
-        targets = np.eye(len(classes))[
-            pool["pseudo_label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-        ]
-    else:
-        targets = np.stack(pool["soft_label"].to_numpy()) if len(pool) else np.zeros((0, len(classes)))
-    return PseudoLabeled(pool["index"].to_numpy(np.int64), targets, pool["weight"].to_numpy())

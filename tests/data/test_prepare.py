@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.data.prepare import ScannedFile, StoreWriter, prepare, staged_directory
+from pipeline.data.prepare import prepare
+from pipeline.data.scan import ScannedFile
 from pipeline.data.store import load_prepared
+from pipeline.data.writer import StoreWriter, staged_directory
 
 
 def roots(data: Path) -> dict[str, Path]:

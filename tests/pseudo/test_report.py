@@ -3,13 +3,9 @@ import pandas as pd
 import pytest
 
 from pipeline.data.store import Split
-from pipeline.pseudo.report import (
-    pseudo_label_stats,
-    pseudo_label_table,
-    read_training_table,
-    training_targets,
-)
+from pipeline.pseudo.report import pseudo_label_stats, pseudo_label_table
 from pipeline.pseudo.select import select_pseudo_labels
+from pipeline.pseudo.targets import read_training_table, training_targets
 
 CLASSES = ["cat", "dog"]
 

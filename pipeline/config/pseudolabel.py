@@ -1,0 +1,48 @@
+"""The `pseudolabel` section: how a round labels the pool, and the OOD filter. Rounds may override it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from pipeline.config.base import Section, merge, validate
+from pipeline.config.common import Common
+
+
+class OODConfig(Section):
+    """Out-of-distribution filter (pipeline.pseudo.ood), calibrated on held-out labeled images."""
+
+    method: Literal["msp", "energy", "mahalanobis", "knn", "none"] = Field(
+        description="msp / energy: teacher logits; mahalanobis: teacher features; knn: SSL embedding"
+    )
+    k: int = Field(ge=1, description="knn: distance to the k-th nearest labeled image")
+    keep_quantile: float = Field(
+        gt=0, le=1, description="share of held-out labeled images the threshold keeps"
+    )
+    shrinkage: float = Field(gt=0, le=1, description="mahalanobis: covariance shrinkage towards the identity")
+    folds: int = Field(ge=2, description="msp / energy / mahalanobis: folds of the held-out calibration")
+
+
+class PseudolabelConfig(Section):
+    temperature: float = Field(gt=0, description="softmax temperature of teacher predictions")
+    tta: int = Field(ge=0, le=32, description="weakly augmented views averaged with the plain prediction")
+    mode: Literal["threshold", "softmatch", "flexmatch", "freematch", "class_balanced"] = Field(
+        description="how pseudo-labels are accepted and weighted (pipeline.pseudo.select)"
+    )
+    threshold: float = Field(ge=0, le=1, description="accept when max probability >= threshold")
+    weighting: Literal["confidence", "uniform"] = Field(description="weight of an accepted pseudo-label")
+    per_class: int = Field(ge=0, description="class_balanced quota per class; 0 = pool size / classes")
+    batch_size: int = Field(ge=1)
+    ood: OODConfig
+
+
+class PseudolabelParams(Common):
+    pseudolabel: PseudolabelConfig
+
+    def round_config(self, name: str) -> PseudolabelConfig:
+        """The pseudolabel section of round `name`, its overrides (`rounds.<name>.pseudolabel`) applied."""
+        override = self.round_spec(name).pseudolabel
+        return validate(
+            PseudolabelConfig, merge(self.pseudolabel.model_dump(), override), f"rounds.{name}.pseudolabel."
+        )

@@ -1,0 +1,69 @@
+"""The `student` section: the noisy student of each round. Rounds may override it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pipeline.config.base import ConfigError, Section, merge, validate
+from pipeline.config.common import MIN_WIDTH, Common, ModelConfig
+
+
+class StrongAugment(Section):
+    """RandAugment-like: `num_ops` random ops at magnitude `magnitude` out of 10, then cutout."""
+
+    num_ops: int = Field(ge=0, le=8)
+    magnitude: int = Field(ge=0, le=10)
+    cutout: float = Field(ge=0, lt=1, description="side of the cutout square as a share of the image side")
+    backend: Literal["tensor", "albumentations"] = Field(
+        description="tensor: whole batches at once (pipeline.augment_batch); albumentations: image by image"
+    )
+
+
+class StudentConfig(Section):
+    steps: int = Field(ge=1)
+    batch_labeled: int = Field(ge=1)
+    batch_unlabeled: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    width: int = Field(ge=MIN_WIDTH, le=512, description="student width, >= model.width (Noisy Student)")
+    depth: int = Field(ge=1, le=8)
+    dropout: float = Field(ge=0, lt=1)
+    stochastic_depth: float = Field(ge=0, lt=1, description="drop probability of the last residual block")
+    init: Literal["ssl", "previous", "scratch"]
+    hard_labels: bool
+    unlabeled_weight: float = Field(ge=0)
+    entropy_weight: float = Field(ge=0, description="lambda of the entropy-minimization term")
+    entropy_warmup: float = Field(ge=0, le=1, description="share of steps over which lambda ramps up")
+    strong: StrongAugment
+    loader_workers: int = Field(
+        ge=0, le=1, description="0: augment in the training process; 1: in a worker process that works ahead"
+    )
+
+
+def check_student_arch(student: StudentConfig, model: ModelConfig, where: str) -> None:
+    if student.width < model.width or student.depth < model.depth:
+        raise ConfigError(f"{where}.width/depth must be >= model.width/depth: the student is not smaller")
+    if student.init != "scratch" and (student.width, student.depth) != (model.width, model.depth):
+        raise ConfigError(
+            f"{where}.init={student.init} copies weights of the model.width/depth architecture "
+            f"({model.width}/{model.depth}), but the student is {student.width}/{student.depth}; "
+            "use init: scratch for a larger student"
+        )
+
+
+class StudentParams(Common):
+    student: StudentConfig
+
+    @model_validator(mode="after")
+    def _not_smaller(self) -> StudentParams:
+        check_student_arch(self.student, self.model, where="student")
+        return self
+
+    def round_config(self, name: str) -> StudentConfig:
+        """The student section of round `name`, its overrides (`rounds.<name>.student`) applied."""
+        override = self.round_spec(name).student
+        cfg = validate(StudentConfig, merge(self.student.model_dump(), override), f"rounds.{name}.student.")
+        check_student_arch(cfg, self.model, where=f"rounds.{name}.student" if override else "student")
+        return cfg

@@ -1,0 +1,24 @@
+"""The `teacher` section: the round-0 model trained on the labeled images."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from pipeline.config.base import Section
+from pipeline.config.common import Common
+
+
+class TeacherConfig(Section):
+    steps: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    encoder_lr_scale: float = Field(ge=0, description="encoder lr = lr * this; 0 freezes the encoder")
+    freeze_encoder_below: float = Field(
+        ge=0, description="labels per class under which the encoder stays frozen (linear probe); 0: never"
+    )
+    weight_decay: float = Field(ge=0)
+    dropout: float = Field(ge=0, lt=1)
+
+
+class TeacherParams(Common):
+    teacher: TeacherConfig

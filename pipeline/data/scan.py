@@ -1,0 +1,71 @@
+"""List the files of a data split folder, in sorted order, with the class each one is filed under.
+
+labeled/ and test/ take the class from the first folder under them; unlabeled/ has none. Names are read
+as the OS gives them: a name that is not valid UTF-8 is kept, shown with its bytes escaped and marked,
+so that `prepare` can list it as an error instead of failing on it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """The data folders cannot make a training set (no classes, an empty class, a test class not labeled…)."""
+
+
+@dataclass(frozen=True, slots=True)  # slots: a million of these is a list, not a million dicts
+class ScannedFile:
+    split: str
+    path: str  # relative to the split folder
+    label: str
+    full: str  # the file on disk
+    valid_name: bool = True  # False: the name is not valid UTF-8 (`path` shows its bytes escaped)
+
+    @property
+    def full_path(self) -> Path:
+        return Path(self.full)
+
+    def read_bytes(self) -> bytes:
+        with open(self.full, "rb") as f:
+            return f.read()
+
+
+def scan_folder(root: Path, split: str) -> list[ScannedFile]:
+    """List files under a split folder in sorted order; labeled/test take the class from the first folder.
+
+    Plain strings rather than pathlib per file: scanning is a large share of an incremental prepare.
+    """
+    if not root.is_dir():
+        raise DataError(f"{split} folder not found: {root}")
+    files = []
+    top = os.fspath(root)
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, top).replace(os.sep, "/")
+        rel_dir = "" if rel_dir == "." else rel_dir
+        # unlabeled has no classes; a file directly in labeled/ or test/ has none either (an error later)
+        label = "" if split == "unlabeled" or not rel_dir else rel_dir.split("/", 1)[0]
+        for name in sorted(filenames):
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            full = os.path.join(dirpath, name)
+            if is_utf8(rel):
+                files.append(ScannedFile(split, rel, label, full))
+            else:  # shown with its bytes escaped; quarantined by prepare
+                files.append(ScannedFile(split, shown_name(rel), "", full, valid_name=False))
+    return files
+
+
+def is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # os functions give undecodable bytes of a name as lone surrogates
+        return False
+
+
+def shown_name(name: str) -> str:
+    """A name with undecodable bytes, printable: those bytes as \\xNN escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")

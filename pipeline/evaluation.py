@@ -1,0 +1,59 @@
+"""Evaluation of a round's model on the test images, with its round's pseudo-label statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.checkpoint import load_classifier
+from pipeline.compute import CPU, Compute
+from pipeline.data.store import Prepared
+from pipeline.inference import predict
+from pipeline.metrics import accuracy, confusion_matrix, expected_calibration_error
+from pipeline.pseudo.report import pseudo_label_stats
+from pipeline.pseudo.select import softmax
+
+
+def test_metrics(probs: np.ndarray, labels: np.ndarray, ece_bins: int) -> tuple[dict[str, float], np.ndarray]:
+    """Test accuracy and ECE of one model from its softmax probabilities, and its confusion matrix."""
+    pred = probs.argmax(axis=1)
+    metrics = {
+        "test/accuracy": accuracy(pred, labels),
+        "test/ece": expected_calibration_error(probs, labels, ece_bins),
+        "test/images": float(len(labels)),
+    }
+    return metrics, confusion_matrix(pred, labels, probs.shape[1])
+
+
+@dataclass(frozen=True)
+class RoundEvaluation:
+    metrics: dict[str, float]  # test/* and, for a student's round, pl/* and ood/*
+    confusion: np.ndarray  # (C, C), rows the true class
+    probs: np.ndarray  # (N, C) softmax on the test images
+
+    def confusion_frame(self, classes: list[str]) -> pd.DataFrame:
+        return pd.DataFrame(self.confusion, index=classes, columns=classes)
+
+
+def evaluate_round(
+    *,
+    model_file: Path,
+    table_file: Path,
+    data: Prepared,
+    truth: pd.Series,
+    ece_bins: int,
+    compute: Compute = CPU,
+) -> RoundEvaluation:
+    """Test metrics of the model in `model_file`, plus the statistics of its round's pseudo-label table
+    (`table_file`, absent for the teacher), with `truth` the analysis labels of the pool."""
+    model, _ = load_classifier(model_file)
+    test = data.split("test")
+    logits, _ = predict(model, data.images, test.index, compute=compute)
+    probs = softmax(logits)
+    metrics, confusion = test_metrics(probs, test.labels, ece_bins)
+    if Path(table_file).is_file():
+        metrics.update(pseudo_label_stats(pd.read_parquet(table_file), data.classes, truth))
+    return RoundEvaluation(metrics, confusion, probs)

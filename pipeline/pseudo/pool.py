@@ -1,0 +1,152 @@
+"""What a round's teacher says about the unlabeled pool: its probabilities (with test-time augmentation),
+the features the OOD filter scores in, and the filter's calibrated decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline import augment
+from pipeline.compute import CPU, Compute
+from pipeline.config.pseudolabel import OODConfig, PseudolabelConfig
+from pipeline.data.store import Prepared, Split
+from pipeline.distributed import SINGLE, World
+from pipeline.inference import augmented_logits, encode, predict
+from pipeline.models import Classifier, Encoder
+from pipeline.pseudo.ood import calibrate_ood_threshold, ood_scores
+from pipeline.pseudo.report import pseudo_label_stats, pseudo_label_table
+from pipeline.pseudo.select import select_pseudo_labels, softmax
+
+
+def tta_probabilities(
+    model: Classifier,
+    images: np.ndarray,
+    index: np.ndarray,
+    logits: np.ndarray,
+    temperature: float,
+    views: int,
+    image_size: int,
+    seed: int,
+    batch_size: int = 512,
+    compute: Compute = CPU,
+) -> np.ndarray:
+    """Test-time augmentation: softmax(logits / T) averaged over the plain images (`logits`) and `views`
+    weakly augmented draws (flip + shift, seeded), (N, C). views=0 is the plain softmax."""
+    probs = softmax(logits, temperature)
+    for view in range(views):
+        transform = augment.weak(image_size, seed + view)
+        view_logits = augmented_logits(model, images, index, transform, batch_size, compute)
+        probs = probs + softmax(view_logits, temperature)
+    return probs / (1 + views)
+
+
+def predict_pool(
+    *,
+    teacher: Classifier,
+    encoder: Encoder,
+    images: np.ndarray,
+    index: np.ndarray,
+    cfg: PseudolabelConfig,
+    image_size: int,
+    seed: int,
+    compute: Compute = CPU,
+    world: World = SINGLE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's probabilities (N, C) of store rows `index` (temperature, TTA) and their features in the
+    space `cfg.ood.method` scores in: the SSL embedding for knn, the teacher's features otherwise. Under
+    torchrun (`world`) each process predicts a contiguous chunk, and every process gets all, in order."""
+    index = world.chunk(index)
+    logits, features = predict(teacher, images, index, cfg.batch_size, compute)
+    probs = tta_probabilities(
+        teacher, images, index, logits, cfg.temperature, cfg.tta, image_size, seed, cfg.batch_size, compute
+    )
+    if cfg.ood.method == "knn":  # distances in the SSL embedding, not the teacher's
+        features = encode(encoder, images, index, compute=compute)
+    return world.gather(probs), world.gather(features)
+
+
+@dataclass(frozen=True)
+class OODDecision:
+    scores: np.ndarray  # (N,) of the pool, higher = more out of distribution (0 with the filter off)
+    held_out: np.ndarray  # held-out scores of the labeled images the threshold was calibrated on
+    threshold: float  # inf with the filter off
+
+    @property
+    def in_distribution(self) -> np.ndarray:
+        return self.scores <= self.threshold
+
+
+def filter_ood(
+    *,
+    cfg: OODConfig,
+    pool_features: np.ndarray,
+    teacher: Classifier,
+    encoder: Encoder,
+    images: np.ndarray,
+    labeled: Split,
+    num_classes: int,
+    batch_size: int,
+    seed: int,
+    compute: Compute = CPU,
+) -> OODDecision:
+    """Score the pool (features from `predict_pool`) by `cfg.method` against the labeled images' features in
+    the same space, and calibrate the threshold on held-out labeled scores (pipeline.pseudo.ood). Method
+    `none` keeps every image."""
+    if cfg.method == "none":
+        return OODDecision(np.zeros(len(pool_features)), np.zeros(0), float("inf"))
+    if cfg.method == "knn":
+        reference = encode(encoder, images, labeled.index, compute=compute)
+    else:
+        _, reference = predict(teacher, images, labeled.index, batch_size, compute)
+    scores, held_out = ood_scores(
+        cfg.method, pool_features, reference, labeled.labels, num_classes, cfg.k, cfg.shrinkage, cfg.folds,
+        seed,
+    )  # fmt: skip
+    return OODDecision(scores, held_out, calibrate_ood_threshold(held_out, cfg.keep_quantile))
+
+
+@dataclass(frozen=True)
+class RoundLabels:
+    table: pd.DataFrame  # one row per pool image (pipeline.pseudo.report.TABLE_COLUMNS)
+    stats: dict[str, float]  # pl/* and ood/*, as logged
+    ood: OODDecision
+
+    def describe(self, round_name: str) -> str:
+        """One line for the log: accepted, rejected as OOD, precision (when analysis labels exist)."""
+        s = self.stats
+        return (
+            f"{round_name}: {s['pl/accepted']:.0f}/{len(self.table)} accepted, {s['ood/rejected']:.0f} OOD, "
+            f"precision {s.get('pl/precision', float('nan')):.3f}"
+        )
+
+
+def label_pool(
+    *,
+    round_name: str,
+    cfg: PseudolabelConfig,
+    probs: np.ndarray,
+    features: np.ndarray,
+    teacher: Classifier,
+    encoder: Encoder,
+    data: Prepared,
+    truth: pd.Series,
+    seed: int,
+    compute: Compute = CPU,
+) -> RoundLabels:
+    """A round's pseudo-labels from the pool's `probs` and `features` (`predict_pool`): the OOD filter,
+    acceptance and weights by `cfg.mode`, the per-image table and its statistics (`truth`: the analysis
+    labels)."""
+    labeled, pool = data.split("labeled"), data.split("unlabeled")
+    ood = filter_ood(
+        cfg=cfg.ood, pool_features=features, teacher=teacher, encoder=encoder, images=data.images,
+        labeled=labeled, num_classes=len(data.classes), batch_size=cfg.batch_size, seed=seed, compute=compute,
+    )  # fmt: skip
+    selection = select_pseudo_labels(
+        probs, ood.in_distribution, cfg.mode, cfg.threshold, cfg.weighting, cfg.per_class
+    )
+    table = pseudo_label_table(round_name, pool, probs, selection, ood.scores, data.classes)
+    stats = pseudo_label_stats(table, data.classes, truth)
+    stats["ood/threshold"] = ood.threshold if np.isfinite(ood.threshold) else -1.0
+    return RoundLabels(table, stats, ood)

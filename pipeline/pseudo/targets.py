@@ -1,0 +1,42 @@
+"""The student's unlabeled training set, read from a round's pseudo-label table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class PseudoLabeled:
+    """Unlabeled images that passed the OOD filter, with their targets (weight 0 where not accepted)."""
+
+    index: np.ndarray  # (M,) store rows
+    targets: np.ndarray  # (M, C) soft or one-hot pseudo-labels
+    weights: np.ndarray  # (M,) confidence weights, 0 for rejected-as-unconfident
+
+
+TRAINING_COLUMNS = ["index", "pseudo_label", "soft_label", "weight", "copies", "in_distribution"]
+
+
+def read_training_table(path: str | Path) -> pd.DataFrame:
+    """The columns of a round's table that `training_targets` uses: not the hashes, paths and reasons, which
+    for a pool of a million images would take hundreds of MB for nothing (docs/scale.md)."""
+    return pd.read_parquet(path, columns=TRAINING_COLUMNS)
+
+
+def training_targets(table: pd.DataFrame, classes: list[str], hard: bool) -> PseudoLabeled:
+    """The student's unlabeled training set: every image that passed the OOD filter, with its target
+    (the teacher's soft label, or one-hot when `hard`) and weight (0 where not accepted, so it only counts
+    in the entropy term). An image with `copies` > 1 (class-balanced duplication) appears that many times."""
+    in_distribution = table[table["in_distribution"]]
+    pool = in_distribution.loc[in_distribution.index.repeat(in_distribution["copies"].clip(lower=1))]
+    if hard:
+        targets = np.eye(len(classes))[
+            pool["pseudo_label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+        ]
+    else:
+        targets = np.stack(pool["soft_label"].to_numpy()) if len(pool) else np.zeros((0, len(classes)))
+    return PseudoLabeled(pool["index"].to_numpy(np.int64), targets, pool["weight"].to_numpy())

@@ -1,0 +1,179 @@
+"""Self-supervised pretraining of the encoder, with collapse checks and a kNN monitor each epoch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.compute import CPU, Compute
+from pipeline.config.pretrain import PretrainConfig
+from pipeline.data.store import Prepared
+from pipeline.datasets import Views, epoch_loader
+from pipeline.inference import encode
+from pipeline.metrics import effective_rank, knn_accuracy
+from pipeline.models import Encoder
+from pipeline.resume import ResumePoint
+from pipeline.runtime import LogFn
+from pipeline.schedules import warmup_cosine
+from pipeline.ssl.registry import build_method, method_config
+from pipeline.ssl.views import ssl_view
+from pipeline.training.loop import Resumable, on_device, run_steps, sgd
+
+# A representation has collapsed when its L2-normalized embeddings barely vary (all images map to about the
+# same point: per-dimension std far below the 1/sqrt(D) of well-spread embeddings) or lie on about one line.
+COLLAPSE_STD_RATIO = 0.05
+COLLAPSE_MIN_RANK = 1.5
+
+
+class CollapseError(RuntimeError):
+    """The SSL representation collapsed; the message says which check failed and at which epoch."""
+
+
+@dataclass(frozen=True)
+class KnnMonitor:
+    """Labeled and test images for the per-epoch kNN accuracy of the encoder features."""
+
+    train_index: np.ndarray
+    train_labels: np.ndarray
+    test_index: np.ndarray
+    test_labels: np.ndarray
+    k: int
+
+
+def knn_monitor(data: Prepared, cfg: PretrainConfig, seed: int) -> KnnMonitor:
+    """The kNN monitor of pretraining: every labeled image, and `cfg.knn_test_images` test images drawn
+    by `seed`."""
+    labeled, test = data.split("labeled"), data.split("test")
+    pick = np.random.default_rng(seed).permutation(len(test.index))[: cfg.knn_test_images]
+    return KnnMonitor(labeled.index, labeled.labels, test.index[pick], test.labels[pick], cfg.knn_k)
+
+
+def representation_health(features: torch.Tensor) -> dict[str, float]:
+    """Per-dimension std of L2-normalized features (times sqrt(D): ~1 when well spread), effective rank."""
+    z = torch.nn.functional.normalize(features, dim=1)
+    std = z.std(dim=0).mean().item() * features.shape[1] ** 0.5
+    return {"ssl/std_ratio": std, "ssl/effective_rank": effective_rank(features)}
+
+
+def check_collapse(health: dict[str, float], epoch: int) -> None:
+    if health["ssl/std_ratio"] < COLLAPSE_STD_RATIO:
+        raise CollapseError(
+            f"representation collapsed at epoch {epoch}: normalized-embedding std ratio "
+            f"{health['ssl/std_ratio']:.4f} < {COLLAPSE_STD_RATIO} (all images map to about one point); "
+            "try a lower learning rate or a higher temperature"
+        )
+    if health["ssl/effective_rank"] < COLLAPSE_MIN_RANK:
+        raise CollapseError(
+            f"representation collapsed at epoch {epoch}: effective rank {health['ssl/effective_rank']:.2f} "
+            f"< {COLLAPSE_MIN_RANK} (embeddings lie on about one line)"
+        )
+
+
+def pretrain(
+    *,
+    encoder: Encoder,
+    images: np.ndarray,
+    index: np.ndarray,
+    cfg: PretrainConfig,
+    image_size: int,
+    seed: int,
+    monitor: KnnMonitor | None,
+    log: LogFn,
+    resume: ResumePoint | None = None,
+    compute: Compute = CPU,
+) -> list[tuple[dict[str, float], int]]:
+    """Self-supervised pretraining of `encoder` with `cfg.method` on the images `index` of the store;
+    returns the values logged per epoch, (values, epoch) in order (`epoch_table` makes them a table).
+
+    SGD with Nesterov momentum, lr = cfg.lr * lr_scale (of the method) * batch / 256, one warm-up epoch then
+    cosine decay. Logs, per epoch, the mean loss and the method's own values, the kNN accuracy and the
+    representation health (std, effective rank), and stops with CollapseError when the representation
+    collapses. With `resume`, start from its saved state if it has one and write one every `resume.every`
+    epochs. On `compute`'s device and precision (views are made on the CPU, then copied); the encoder is
+    back on the CPU when it returns.
+    """
+    batch = min(cfg.batch_size, len(index))
+    if batch < 2:
+        raise ValueError(f"pretrain needs at least 2 images, found {len(index)}")
+    steps_per_epoch = len(index) // batch
+    method = build_method(cfg, encoder, images.shape[-1], steps_per_epoch)
+    settings = method_config(cfg)
+    with on_device([encoder, method], compute):
+        trainable = [p for p in [*encoder.parameters(), *method.parameters()] if p.requires_grad]
+        peak = cfg.lr * settings.lr_scale * batch / 256
+        opt = sgd(trainable, peak, cfg.weight_decay)
+        channels = images.shape[-1]
+        transforms = [ssl_view(settings.views, image_size, seed + v, channels) for v in range(method.n_views)]
+        views = Views(images, index, transforms)
+        total = cfg.epochs * steps_per_epoch
+        warmup = min(steps_per_epoch, total // 10)
+        session = Resumable(resume, {"encoder": encoder, "method": method, "optimizer": opt}, transforms, log)
+        session.restore()  # each epoch's loader has its own generator
+        step_loss = compute.compiled(_MethodLoss(method, encoder))
+
+        def step(i: int, batch_views) -> tuple:
+            with compute.autocast():
+                loss, logs = step_loss(compute.to_device(list(batch_views[0])), i)
+            return loss.float(), logs
+
+        epoch_logs: dict[str, list[float]] = {}  # every step's values, averaged per epoch
+
+        def record(values: dict[str, float], _: int) -> None:
+            for key, value in values.items():
+                epoch_logs.setdefault(key, []).append(value)
+
+        for epoch in range(session.start, cfg.epochs):
+            encoder.train()
+            method.train()
+            epoch_logs.clear()
+
+            last = run_steps(
+                stage=f"pretrain ({cfg.method})", desc=f"{cfg.method} {epoch + 1}/{cfg.epochs}",
+                batches=epoch_loader(views, batch, seed + epoch, compute.pin_memory),
+                start=epoch * steps_per_epoch, end=(epoch + 1) * steps_per_epoch, optimizer=opt,
+                lr=lambda i: warmup_cosine(i, total, peak, warmup_steps=warmup), step=step,
+                epoch=lambda i: 1 + i // steps_per_epoch, record=record,
+                after_step=lambda i, _: method.after_step(encoder, i, total),
+            )  # fmt: skip
+            summary = {key: float(np.mean(values)) for key, values in epoch_logs.items()}
+            summary["train/lr"] = last["train/lr"]
+            if monitor is not None:
+                summary.update(monitor_encoder(encoder, images, monitor, compute))
+                check_collapse(summary, epoch + 1)
+            session.history(summary, epoch + 1)
+            session.save(epoch + 1, cfg.epochs)
+    return session.history.rows
+
+
+def epoch_table(rows: list[tuple[dict[str, float], int]]) -> pd.DataFrame:
+    """One row per epoch, the metric names with '_' for '/' (columns of plots/pretrain.csv)."""
+    return pd.DataFrame(
+        [{"epoch": epoch, **{k.replace("/", "_"): v for k, v in m.items()}} for m, epoch in rows]
+    )
+
+
+def monitor_encoder(encoder: Encoder, images: np.ndarray, monitor: KnnMonitor, compute: Compute) -> dict:
+    """The representation health of the monitor's images and the kNN accuracy of its test images."""
+    train_f = torch.from_numpy(encode(encoder, images, monitor.train_index, compute=compute))
+    test_f = torch.from_numpy(encode(encoder, images, monitor.test_index, compute=compute))
+    out = representation_health(torch.cat([train_f, test_f]))
+    if len(monitor.test_index):
+        out["knn/accuracy"] = knn_accuracy(
+            train_f, torch.as_tensor(monitor.train_labels), test_f, torch.as_tensor(monitor.test_labels),
+            k=monitor.k,
+        )  # fmt: skip
+    return out
+
+
+class _MethodLoss(torch.nn.Module):
+    """The method's loss on the encoder as one module's forward, what torch.compile takes."""
+
+    def __init__(self, method: torch.nn.Module, encoder: Encoder):
+        super().__init__()
+        self.method, self.encoder = method, encoder
+
+    def forward(self, views: list[torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.method.loss(self.encoder, views, step)

@@ -1,0 +1,1 @@
+"""The training loops of the teacher and the noisy students, on one shared skeleton (loop.py)."""

@@ -1,0 +1,81 @@
+"""The teacher (round r0): the SSL encoder and a linear head trained on the labeled images."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch.nn.functional as F
+
+from pipeline import augment
+from pipeline.compute import CPU, Compute
+from pipeline.config.teacher import TeacherConfig
+from pipeline.data.store import Split
+from pipeline.datasets import Views, ViewsWithArrays, endless_loader
+from pipeline.distributed import SINGLE, World, wrap
+from pipeline.models import Classifier
+from pipeline.resume import ResumePoint
+from pipeline.runtime import LogFn
+from pipeline.schedules import warmup_cosine
+from pipeline.training.loop import Resumable, on_device, run_steps, sgd
+
+
+def encoder_frozen(cfg: TeacherConfig, labels: np.ndarray, num_classes: int) -> bool:
+    """Whether the teacher trains a linear head on the frozen SSL encoder rather than fine-tuning it:
+    when `encoder_lr_scale` is 0, or when there are fewer than `freeze_encoder_below` labels per class
+    (labels / classes). Few labels overfit a fine-tuned encoder (docs/pseudo_label_benchmark.md)."""
+    return cfg.encoder_lr_scale == 0 or len(labels) / num_classes < cfg.freeze_encoder_below
+
+
+def fit_teacher(
+    *,
+    model: Classifier,
+    images: np.ndarray,
+    labeled: Split,
+    cfg: TeacherConfig,
+    image_size: int,
+    seed: int,
+    log: LogFn,
+    resume: ResumePoint | None = None,
+    log_every: int = 25,
+    world: World = SINGLE,
+    compute: Compute = CPU,
+) -> dict[str, float]:
+    """Train encoder + linear head on the labeled images with weak augmentation (cross-entropy); the
+    encoder is fine-tuned or, with few labels per class, frozen (`encoder_frozen`).
+    With `resume`, start from its saved state if it has one and write one every `resume.every` steps.
+    Under torchrun (`world`), each process trains on its slice of every batch (pipeline.distributed).
+    On `compute`'s device and precision; the model is back on the CPU when it returns."""
+    frozen = encoder_frozen(cfg, labeled.labels, model.arch.num_classes)
+    with on_device([model], compute):
+        model.encoder.requires_grad_(not frozen)
+        groups = [{"params": list(model.head.parameters()), "lr_scale": 1.0}]
+        if not frozen:
+            groups.append({"params": list(model.encoder.parameters()), "lr_scale": cfg.encoder_lr_scale})
+        opt = sgd(groups, cfg.lr, cfg.weight_decay)
+        weak = augment.weak(image_size, world.seed(seed))
+        data = ViewsWithArrays(Views(images, labeled.index, [weak]), label=labeled.labels)
+        session = Resumable(resume, {"model": model, "optimizer": opt}, [weak], log)
+        loader = endless_loader(
+            data, cfg.batch_size, cfg.steps * cfg.batch_size, seed, session.start, world,
+            key="teacher.batch_size", pin_memory=compute.pin_memory,
+        )  # fmt: skip
+        batches = iter(loader)
+        session.restore()
+        model.train()
+        if frozen:
+            model.encoder.eval()  # a frozen encoder keeps its BatchNorm statistics too
+        net = compute.compiled(wrap(model, world, seed))
+
+        def step(i: int, batch) -> tuple:
+            x, arrays = compute.to_device(batch)
+            with compute.autocast():
+                logits = net(x)
+            return F.cross_entropy(logits.float(), arrays["label"]), {}
+
+        last = run_steps(
+            stage="teacher", desc="teacher", batches=batches, start=session.start, end=cfg.steps,
+            optimizer=opt, lr=lambda i: warmup_cosine(i, cfg.steps, cfg.lr, warmup_steps=cfg.steps // 20),
+            step=step, epoch=lambda i: 1 + i * cfg.batch_size // len(data), record=session.history,
+            log_every=log_every, after_step=lambda i, _: session.save(i + 1, cfg.steps),
+        )  # fmt: skip
+        model.encoder.requires_grad_(True)
+    return last
