@@ -69,6 +69,7 @@ def test_missing_file_is_a_clear_error(tmp_path):
         load_params(tmp_path / "nope.yaml")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["prepare", "pretrain", "student"])
 def test_a_stage_with_bad_params_exits_naming_the_key_and_writes_nothing(tmp_path, stage):
     write_params(tmp_path, pseudolabel__threshold=1.5)
