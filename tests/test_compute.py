@@ -41,7 +41,7 @@ def brightness_classes(n_per_class: int = 8) -> tuple[np.ndarray, Split]:
 def train_teacher(compute: Compute) -> tuple[torch.nn.Module, np.ndarray, Split]:
     images, split = brightness_classes()
     seed_everything(0)
-    model = build_classifier(Architecture(channels=1, width=4, depth=1, num_classes=3))
+    model = build_classifier(Architecture(channels=1, width=8, depth=1, num_classes=3))
     cfg = PARAMS.teacher.model_copy(
         update={"steps": 40, "batch_size": 12, "lr": 0.1, "freeze_encoder_below": 0}
     )
@@ -76,6 +76,7 @@ def test_bf16_autocast_convolves_in_bfloat16_and_keeps_float32_weights():
     assert conv.weight.dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_teacher_trained_under_bf16_learns_like_fp32_and_predicts_float32():
     fp32, images, split = train_teacher(CPU)
     bf16, _, _ = train_teacher(Compute(precision="bf16"))
@@ -90,9 +91,10 @@ def test_teacher_trained_under_bf16_learns_like_fp32_and_predicts_float32():
     assert np.abs(logits16 - plain).max() < 0.05 * np.abs(plain).max()
 
 
+@pytest.mark.slow
 def test_compiled_model_gives_the_eager_outputs():
     torch.manual_seed(0)
-    model = build_classifier(Architecture(channels=1, width=4, depth=1, num_classes=3)).eval()
+    model = build_classifier(Architecture(channels=1, width=8, depth=1, num_classes=3)).eval()
     x = torch.rand(4, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     compiled = Compute(compile=True).compiled(model)
     assert compiled is not model
@@ -109,6 +111,7 @@ def test_cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back_to_the_cpu():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
 def test_a_stage_asked_for_cuda_without_a_gpu_stops_before_writing(tmp_path):
     text = (ROOT / "params.yaml").read_text().replace("  device: cpu ", "  device: cuda", 1)

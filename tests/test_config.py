@@ -94,6 +94,7 @@ STAGE_CASES = [  # (stage, a bad key of a section it reads)
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("stage", "change", "message"), STAGE_CASES)
 def test_a_stage_with_bad_params_exits_naming_the_key_and_writes_nothing(tmp_path, stage, change, message):
     write_params(tmp_path, **change)
@@ -109,6 +110,7 @@ def test_a_stage_with_bad_params_exits_naming_the_key_and_writes_nothing(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no output, no mlflow.db
 
 
+@pytest.mark.slow
 def test_a_stage_reads_only_its_sections_and_check_validates_them_all(tmp_path):
     """prepare does not read the student's section, so a bad student key does not stop it; `python -m
     pipeline check` (run by `make repro` before `dvc repro`) names it."""

@@ -47,6 +47,8 @@ def torchrun(args: list[str], repo, env) -> str:
     return run(["torchrun", "--standalone", "--nproc_per_node", "2", *args], repo, env)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # about 3 min here
 def test_torchrun_with_two_gloo_processes_matches_one_process(tmp_path):
     """The processes see the same images per step as one process, but draw their own augmentations and
     normalize BatchNorm per process, so the results match within ACCURACY_TOLERANCE, not bit for bit.

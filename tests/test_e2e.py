@@ -13,6 +13,10 @@ import yaml
 from PIL import Image
 from pipeline_repo import make_repo, run
 
+# The module's fixture runs `dvc repro` (about 2 min here, counted in the first test's time); two tests
+# run it again.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
+
 ROUNDS = {  # r2 also checks a round override of the selection mode and the OOD method
     "rounds": {
         "r1": {"prev": "r0"},
@@ -37,12 +41,18 @@ def test_repro_writes_per_round_metrics(repo):
     results = json.loads((path / "metrics/eval.json").read_text())
     assert list(results) == ["r0", "r1", "r2"]
     for name, metrics in results.items():
-        assert 0.0 <= metrics["test/accuracy"] <= 1.0 and metrics["test/images"] == 100
+        assert metrics["test/images"] == 100
         if name != "r0":
             assert (
                 metrics["pl/pool"] == 200
             )  # 202 files: the duplicate counts once, the corrupt file not at all
-            assert 0 <= metrics["pl/precision"] <= 1
+    # The fixture has 10 classes: chance is 10 % of the 100 test images, its largest class 15 %. Measured
+    # 2026-12 with AVX-512 and with AVX2 kernels: students r1 23-24 % and r2 24-27 %, r2's pseudo-label
+    # precision 39-41 %. The teacher r0 (15 linear-probe steps) sits at chance, 8 %, and so does r1's
+    # precision, 7 % (the teacher's labels): for those two only the range is checked.
+    assert results["r1"]["test/accuracy"] >= 0.18 and results["r2"]["test/accuracy"] >= 0.18
+    assert results["r2"]["pl/precision"] >= 0.25
+    assert 0 <= results["r0"]["test/accuracy"] <= 1 and 0 <= results["r1"]["pl/precision"] <= 1
     assert results["r2"]["pl/accepted"] > 0
     prepare = json.loads((path / "metrics/prepare.json").read_text())
     assert prepare["status_error"] == 1 and prepare["status_duplicate"] == 1 and prepare["status_hidden"] == 1

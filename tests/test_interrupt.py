@@ -7,8 +7,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from pipeline_repo import make_repo, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # about 2.5 min here
 
 TEACHER = {"teacher": {"steps": 600, "batch_size": 16}, "checkpoints": {"every_steps": 25}}
 

@@ -56,6 +56,7 @@ def test_knn_accuracy_on_separable_clusters():
     assert knn_accuracy(train, labels, test, torch.tensor([1, 0]), k=2) == 0.0
 
 
+@pytest.mark.slow
 def test_linear_probe_separates_linearly_separable_features():
     from pipeline.metrics import linear_probe_accuracy
 

@@ -13,6 +13,8 @@ import pytest
 import yaml
 from pipeline_repo import ROOT, make_repo, run
 
+pytestmark = pytest.mark.slow  # an mlflow server or a stage process per test
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -53,6 +55,8 @@ def server(tmp_path_factory):
     log.close()
 
 
+@pytest.mark.e2e
+@pytest.mark.timeout(900)  # about 2.5 min here, the server's start included
 def test_pipeline_logs_runs_models_and_artifacts_to_a_tracking_server(server, tmp_path):
     uri, server_root = server
     repo = tmp_path / "repo"

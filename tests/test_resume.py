@@ -67,11 +67,12 @@ def assert_same_state(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.slow
 def test_teacher_resumed_after_an_interruption_matches_an_unbroken_run(images, tmp_path):
     cfg = PARAMS.teacher.model_copy(
         update={"steps": 12, "batch_size": 4, "encoder_lr_scale": 1.0, "freeze_encoder_below": 0}
     )
-    arch = Architecture(channels=1, width=4, depth=1, num_classes=3, dropout=0.3)
+    arch = Architecture(channels=1, width=8, depth=1, num_classes=3, dropout=0.3)
 
     def train(point, log):
         model = classifier(arch)
@@ -93,6 +94,7 @@ def test_teacher_resumed_after_an_interruption_matches_an_unbroken_run(images, t
     assert logged == list(range(12))  # steps 0-3 replayed from the resume point, 4-11 trained again
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensor", "albumentations"])
 def test_student_resumed_after_an_interruption_matches_an_unbroken_run(images, tmp_path, backend):
     strong = PARAMS.student.strong.model_copy(update={"backend": backend})
@@ -101,12 +103,12 @@ def test_student_resumed_after_an_interruption_matches_an_unbroken_run(images, t
             "steps": 12,
             "batch_labeled": 4,
             "batch_unlabeled": 8,
-            "width": 4,
+            "width": 8,
             "dropout": 0.3,
             "strong": strong,
         }
     )
-    arch = Architecture(channels=1, width=4, depth=2, num_classes=3, dropout=0.3, stochastic_depth=0.5)
+    arch = Architecture(channels=1, width=8, depth=2, num_classes=3, dropout=0.3, stochastic_depth=0.5)
     rng = np.random.default_rng(1)
     targets = rng.dirichlet(np.ones(3), 40)
     pseudo = PseudoLabeled(np.arange(24, 64), targets, rng.uniform(0, 1, 40) * (rng.uniform(size=40) > 0.3))
@@ -131,12 +133,13 @@ def test_student_resumed_after_an_interruption_matches_an_unbroken_run(images, t
     assert_same_state(unbroken, resumed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(PARAMS.pretrain.methods))
 def test_pretrain_resumed_after_an_interruption_matches_an_unbroken_run(images, tmp_path, method):
     """Every method's state comes back: MoCo's queue and pointer, momentum encoders, DINO's center, the
     masks' own generator of SimMIM and the hybrid, the hybrid's loss weights."""
     cfg = PARAMS.pretrain.model_copy(update={"method": method, "epochs": 6, "batch_size": 16})
-    arch = Architecture(channels=1, width=4, depth=1)
+    arch = Architecture(channels=1, width=8, depth=1)
 
     def train(point, log):
         seed_everything(0)
@@ -177,7 +180,7 @@ def test_a_diverging_loss_names_epoch_and_step_and_keeps_the_last_resume_point(i
     point = ResumePoint(tmp_path, "teacher", key="k", every=1)
     with pytest.raises(TrainingDiverged, match=r"teacher: loss .* at epoch \d+, step (\d+)") as err:
         fit_teacher(
-            model=classifier(Architecture(1, 4, 1, 3)), images=images, labeled=labeled_split(), cfg=cfg,
+            model=classifier(Architecture(1, 8, 1, 3)), images=images, labeled=labeled_split(), cfg=cfg,
             image_size=28, seed=0, log=stop_at(None), resume=point,
         )  # fmt: skip
     step = int(err.value.args[0].split("step ")[1].split(";")[0])
@@ -186,11 +189,12 @@ def test_a_diverging_loss_names_epoch_and_step_and_keeps_the_last_resume_point(i
     assert all(torch.isfinite(t).all() for t in saved["modules"]["model"].values() if t.is_floating_point())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensor", "albumentations"])
 def test_a_loader_worker_process_gives_the_same_training_as_augmenting_in_process(images, backend):
     """One copy of the augmentation generators draws for the batches in order, in whichever process."""
     strong = PARAMS.student.strong.model_copy(update={"backend": backend})
-    arch = Architecture(channels=1, width=4, depth=2, num_classes=3, dropout=0.3, stochastic_depth=0.5)
+    arch = Architecture(channels=1, width=8, depth=2, num_classes=3, dropout=0.3, stochastic_depth=0.5)
     rng = np.random.default_rng(1)
     pseudo = PseudoLabeled(np.arange(24, 64), rng.dirichlet(np.ones(3), 40), rng.uniform(0, 1, 40))
     states = []

@@ -28,6 +28,7 @@ def store(tmp_path_factory):
     return load_prepared(out)
 
 
+@pytest.mark.slow  # 1-8 s a method on 2 busy cores
 @pytest.mark.parametrize("method", list(METHODS))
 def test_method_trains_without_nan_and_moves_the_encoder(store, method):
     params = load_params(ROOT / "params.yaml")
@@ -46,7 +47,10 @@ def test_method_trains_without_nan_and_moves_the_encoder(store, method):
     summary = epochs[-1][0]
     assert [s for s, _ in logged] == [1, 2]
     assert all(math.isfinite(v) for v in summary.values())
-    assert 0 <= summary["knn/accuracy"] <= 1 and summary["ssl/effective_rank"] >= 1
+    # 10 classes: chance is 10 % of the 100 test images; a collapsed encoder (all features alike) votes one
+    # class, at most 15 %. Measured 2026-12 after the 2 epochs, AVX-512 and AVX2 kernels: 29-40 % for the
+    # ten methods; an untrained encoder gets 24 %, so this catches collapse and NaN, not a lack of learning.
+    assert summary["knn/accuracy"] >= 0.2 and summary["ssl/effective_rank"] >= 1
     assert any(not torch.equal(a, b) for a, b in zip(before, encoder.parameters(), strict=True))
     if method == "hybrid":
         assert {"ssl/loss_reconstruction", "ssl/loss_contrastive", "ssl/weight_contrastive"} <= set(summary)

@@ -13,7 +13,7 @@ from pipeline.training.teacher import encoder_frozen
 @pytest.fixture
 def model_and_images():
     torch.manual_seed(0)
-    model = build_classifier(Architecture(channels=1, width=4, depth=1, num_classes=3))
+    model = build_classifier(Architecture(channels=1, width=8, depth=1, num_classes=3))
     images = np.random.default_rng(0).integers(0, 256, (6, 28, 28, 1), dtype=np.uint8)
     return model, images, np.arange(6)
 

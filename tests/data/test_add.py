@@ -68,6 +68,7 @@ def test_add_copies_only_new_decodable_images_and_leaves_sources_alone(data):
         add_unlabeled([src], root / "data/unlabeled", known, into="batch1")
 
 
+@pytest.mark.slow
 def test_cli_tracks_the_new_images_with_dvc(data):
     root, src = data
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

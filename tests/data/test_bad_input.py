@@ -137,6 +137,7 @@ def run_prepare_stage(workdir: Path) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+@pytest.mark.slow  # each case runs prepare in a subprocess
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [

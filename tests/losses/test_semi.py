@@ -47,6 +47,7 @@ def test_entropy_mask_selects_samples_and_empty_mask_is_zero():
     assert entropy_minimization(logits, torch.zeros(2)).item() == 0.0
 
 
+@pytest.mark.slow
 def test_the_entropy_term_lowers_prediction_entropy_on_unlabeled_points_of_a_toy_problem():
     """Two Gaussian blobs, 2 labels each: a linear model trained with + lambda * H on the unlabeled points
     ends more confident on them than the same model, same seed and steps, trained on the labels alone."""

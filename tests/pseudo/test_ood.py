@@ -108,7 +108,15 @@ def test_cross_fitted_scores_never_score_a_sample_with_itself():
     assert scores.tolist() == x[:, 0].tolist()  # every sample scored exactly once, in its own place
 
 
-@pytest.mark.parametrize("method", ["msp", "energy", "mahalanobis", "knn"])
+@pytest.mark.parametrize(
+    "method",
+    [  # msp and energy fit a softmax-regression head per fold: seconds
+        pytest.param("msp", marks=pytest.mark.slow),
+        pytest.param("energy", marks=pytest.mark.slow),
+        "mahalanobis",
+        "knn",
+    ],
+)
 def test_every_method_scores_far_images_higher_and_calibrates_on_held_out_images(method):
     rng = np.random.default_rng(0)
     centers = 3 * np.eye(4, 8)  # four classes on four axes of an 8-d space

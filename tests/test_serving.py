@@ -1,0 +1,57 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.models import Architecture, build_classifier
+from pipeline.serving import model_uri, predict_folder
+
+METADATA = {"classes": ["cat", "dog"], "image_size": 28, "channels": 1}
+
+
+@pytest.mark.parametrize(
+    ("given", "uri"),
+    [
+        ("pseudo-labeling-classifier@final", "models:/pseudo-labeling-classifier@final"),
+        ("pseudo-labeling-classifier/3", "models:/pseudo-labeling-classifier/3"),
+        ("models:/clf@final", "models:/clf@final"),
+        ("runs:/0123abcd/model", "runs:/0123abcd/model"),
+    ],
+)
+def test_model_uri_prefixes_registry_names_and_keeps_full_uris(given, uri):
+    assert model_uri(given) == uri
+
+
+def tiny_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_classifier(Architecture(channels=1, width=8, depth=1, num_classes=2)).eval()
+
+
+def test_predict_folder_labels_good_images_and_reports_bad_files_with_a_reason(tmp_path):
+    (tmp_path / "sub").mkdir()
+    Image.new("L", (32, 32), 128).save(tmp_path / "sub" / "grey.png")  # resized to 28 x 28, still all 128
+    (tmp_path / "page.jpg").write_bytes(b"<html>not an image</html>")
+    (tmp_path / ".DS_Store").write_bytes(b"\x00\x01")  # hidden: skipped
+    model = tiny_model()
+    frame = predict_folder(model, METADATA, tmp_path)
+    assert frame.columns.tolist() == ["path", "label", "confidence", "status", "reason"]
+    assert frame["path"].tolist() == ["page.jpg", "sub/grey.png"]
+
+    bad, good = frame.iloc[0], frame.iloc[1]
+    assert bad["status"] == "error" and bad["label"] == "" and math.isnan(bad["confidence"])
+    assert bad["reason"].startswith("cannot decode: UnidentifiedImageError")
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.full((1, 1, 28, 28), 128 / 255)), dim=1)[0]
+    assert good["status"] == "ok" and good["reason"] == ""
+    assert good["label"] == METADATA["classes"][int(probs.argmax())]
+    assert good["confidence"] == pytest.approx(float(probs.max()), abs=1e-6)
+
+
+def test_a_folder_of_unreadable_files_gives_only_errors(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (tmp_path / "b.png").write_bytes(b"")
+    frame = predict_folder(tiny_model(), METADATA, tmp_path)
+    assert frame["status"].tolist() == ["error", "error"] and frame["reason"].str.len().min() > 0
+    assert frame["label"].tolist() == ["", ""] and np.isnan(frame["confidence"]).all()
