@@ -151,6 +151,15 @@ class StageRun:
         mlflow.log_figure(figure, artifact_file)
         plt.close(figure)
 
+    def warn(self, warnings: list[str]) -> None:
+        """Print each warning to stderr and keep them on the run as its `warnings` tag (nothing if none)."""
+        import sys
+
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if warnings:
+            self.set_tag("warnings", "\n".join(warnings))
+
     def log_figures(self, figures: dict) -> None:
         """Each {artifact file: matplotlib figure} as a PNG artifact; the figures are closed."""
         for artifact_file, figure in figures.items():

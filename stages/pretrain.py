@@ -10,7 +10,7 @@ from pipeline.data.store import load_prepared
 from pipeline.files import write_csv, write_json
 from pipeline.models import Architecture, build_encoder
 from pipeline.resume import stage_resume_point
-from pipeline.ssl.pretrain import epoch_table, knn_monitor, pretrain
+from pipeline.ssl.pretrain import epoch_table, knn_monitor, pretrain, pretraining_warnings
 from pipeline.ssl.registry import check_methods, method_config
 from pipeline.stage import start
 from pipeline.tracking import stage_run
@@ -19,8 +19,7 @@ from pipeline.tracking import stage_run
 def main() -> None:
     # one process: the momentum encoders and queues of the SSL methods are not sharded
     params, _ = start(__doc__, PretrainParams, check=lambda p: check_methods(p.pretrain), torchrun=False)
-    cfg, paths = params.pretrain, params.paths
-    data = load_prepared(paths.prepared)
+    cfg, paths, data = params.pretrain, params.paths, load_prepared(params.paths.prepared)
     arch = Architecture(channels=params.data.channels, width=params.model.width, depth=params.model.depth)
     encoder = build_encoder(arch, data.stats["mean"], data.stats["std"])
     resume = stage_resume_point(params, "pretrain", [artifacts.manifest(paths)], every=1)  # every epoch
@@ -33,6 +32,7 @@ def main() -> None:
             monitor=knn_monitor(data, cfg, params.seed), log=run.log, resume=resume,
             compute=resolve_compute(params.compute),
         )  # fmt: skip
+        run.warn(pretraining_warnings(epochs, len(data.classes)))
         save_model(artifacts.encoder(paths), encoder, arch, config=params.model_dump(), epochs=cfg.epochs)
         run.log_artifact(artifacts.encoder(paths))
     write_json(artifacts.metrics(paths, "pretrain"), epochs[-1][0])

@@ -13,7 +13,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "data"
 
 TINY = {  # small enough for seconds per stage on 2 CPU cores
     "pretrain": {"epochs": 2, "batch_size": 64, "knn_test_images": 50},
-    "teacher": {"steps": 15, "batch_size": 16},
+    "teacher": {"steps": 60, "batch_size": 16},
     "pseudolabel": {"threshold": 0.15},
     "student": {"steps": 15, "batch_labeled": 8, "batch_unlabeled": 24},
     "rounds": {"r1": {"prev": "r0"}},
@@ -36,16 +36,19 @@ def merge(base: dict, override: dict) -> dict:
     return base
 
 
-def make_repo(repo: Path, overrides: dict, extra_env: dict[str, str] | None = None) -> dict[str, str]:
-    """Copy pipeline/, stages/, dvc.yaml, params.yaml (with TINY and `overrides`) and the fixture into
-    `repo`, `git init` + `dvc init` + `dvc add` the data and commit. Returns the environment to run in."""
+def make_repo(
+    repo: Path, overrides: dict, extra_env: dict[str, str] | None = None, data: Path = FIXTURE
+) -> dict[str, str]:
+    """Copy pipeline/, stages/, dvc.yaml, params.yaml (with TINY and `overrides`) and the image folders of
+    `data` (default: the committed fixture) into `repo`, `git init` + `dvc init` + `dvc add` the data and
+    commit. Returns the environment to run in."""
     repo.mkdir(parents=True)
     for name in ("pipeline", "stages"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", repo)
     params = merge(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY), overrides)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    shutil.copytree(FIXTURE, repo / "data")
+    shutil.copytree(data, repo / "data")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "PIPELINE_"))}
     env.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",

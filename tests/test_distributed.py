@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pipeline_repo import make_repo, run
+from shapes import write_shapes
 
 from pipeline.checkpoint import load_classifier
 from pipeline.data.store import load_prepared
@@ -14,9 +15,11 @@ from pipeline.inference import predict
 
 # Teacher and student steps long enough for the accuracy to settle; batch sizes divisible by 2 processes.
 SETTINGS = {"teacher": {"steps": 60, "batch_size": 16}, "student": {"steps": 90}}
-# 5 points on the fixture's 100 test images (measured 2026-11-24: teacher 33 % and 33 %, student 39 % and 39 %
-# for one and two processes).
-ACCURACY_TOLERANCE = 0.05
+# On the shapes data (tests/shapes.py, 4 classes, 160 test images) one process scores teacher 94.8 +- 3.1 %
+# and student 99.3 +- 0.7 % across 5 seeds, and two processes land 0 to +1.9 points from one
+# (docs/distributed.md, `python bench/distributed.py`): twice the teacher's seed-to-seed spread.
+ACCURACY_TOLERANCE = 0.06
+LEARNED = 0.8  # both runs far above chance (25 %), so their difference means something
 
 
 @pytest.mark.parametrize("size", [1, 2, 3])
@@ -54,7 +57,7 @@ def test_torchrun_with_two_gloo_processes_matches_one_process(tmp_path):
     normalize BatchNorm per process, so the results match within ACCURACY_TOLERANCE, not bit for bit.
     Sharded inference gathers the pool's predictions in order: the pseudo-label table is the same."""
     repo = tmp_path / "repo"
-    env = make_repo(repo, SETTINGS)
+    env = make_repo(repo, SETTINGS, data=write_shapes(tmp_path / "shapes"))
     run(["dvc", "repro", "pseudolabel@r1"], repo, env)
     single = {"teacher": accuracy_of(repo, "r0")}
     table = pd.read_parquet(repo / "pseudolabels/r1.parquet")
@@ -63,6 +66,7 @@ def test_torchrun_with_two_gloo_processes_matches_one_process(tmp_path):
 
     shutil.move(repo / "models/rounds/r0", tmp_path / "r0_single")
     torchrun(["stages/teacher.py"], repo, env)
+    assert min(accuracy_of(repo, "r0"), single["teacher"]) >= LEARNED
     assert abs(accuracy_of(repo, "r0") - single["teacher"]) <= ACCURACY_TOLERANCE
     shutil.rmtree(repo / "models/rounds/r0")
     shutil.move(tmp_path / "r0_single", repo / "models/rounds/r0")  # the same teacher for what follows
@@ -74,4 +78,5 @@ def test_torchrun_with_two_gloo_processes_matches_one_process(tmp_path):
     assert sharded["accepted"].tolist() == table["accepted"].tolist()
 
     torchrun(["stages/student.py", "--round", "r1"], repo, env)
+    assert min(accuracy_of(repo, "r1"), single["student"]) >= LEARNED
     assert abs(accuracy_of(repo, "r1") - single["student"]) <= ACCURACY_TOLERANCE

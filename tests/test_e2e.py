@@ -47,12 +47,11 @@ def test_repro_writes_per_round_metrics(repo):
                 metrics["pl/pool"] == 200
             )  # 202 files: the duplicate counts once, the corrupt file not at all
     # The fixture has 10 classes: chance is 10 % of the 100 test images, its largest class 15 %. Measured
-    # 2026-12 with AVX-512 and with AVX2 kernels: students r1 23-24 % and r2 24-27 %, r2's pseudo-label
-    # precision 39-41 %. The teacher r0 (15 linear-probe steps) sits at chance, 8 %, and so does r1's
-    # precision, 7 % (the teacher's labels): for those two only the range is checked.
+    # with AVX-512 and AVX2 kernels at these settings: teacher r0 33 % (60 linear-probe steps), students r1
+    # 23-24 % and r2 24-27 %, pseudo-label precision r1 32 % and r2 39-41 %.
+    assert results["r0"]["test/accuracy"] >= 0.2
     assert results["r1"]["test/accuracy"] >= 0.18 and results["r2"]["test/accuracy"] >= 0.18
-    assert results["r2"]["pl/precision"] >= 0.25
-    assert 0 <= results["r0"]["test/accuracy"] <= 1 and 0 <= results["r1"]["pl/precision"] <= 1
+    assert results["r1"]["pl/precision"] >= 0.2 and results["r2"]["pl/precision"] >= 0.25
     assert results["r2"]["pl/accepted"] > 0
     prepare = json.loads((path / "metrics/prepare.json").read_text())
     assert prepare["status_error"] == 1 and prepare["status_duplicate"] == 1 and prepare["status_hidden"] == 1

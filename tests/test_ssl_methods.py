@@ -13,7 +13,7 @@ from pipeline.data.store import load_prepared
 from pipeline.models import Architecture, build_encoder
 from pipeline.runtime import seed_everything
 from pipeline.ssl.methods.base import cosine_momentum, ema_update
-from pipeline.ssl.pretrain import CollapseError, KnnMonitor, check_collapse, pretrain
+from pipeline.ssl.pretrain import CollapseError, KnnMonitor, check_collapse, pretrain, pretraining_warnings
 from pipeline.ssl.registry import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def test_method_trains_without_nan_and_moves_the_encoder(store, method):
         log=lambda m, s: logged.append((s, m)),
     )  # fmt: skip
     summary = epochs[-1][0]
-    assert [s for s, _ in logged] == [1, 2]
+    assert [s for s, _ in logged] == [0, 1, 2]  # epoch 0: the encoder at initialisation
     assert all(math.isfinite(v) for v in summary.values())
     # 10 classes: chance is 10 % of the 100 test images; a collapsed encoder (all features alike) votes one
     # class, at most 15 %. Measured 2026-12 after the 2 epochs, AVX-512 and AVX2 kernels: 29-40 % for the
@@ -73,3 +73,32 @@ def test_collapse_is_detected_with_a_clear_message():
         check_collapse({"ssl/std_ratio": 0.001, "ssl/effective_rank": 20.0}, epoch=3)
     with pytest.raises(CollapseError, match="effective rank 1.10"):
         check_collapse({"ssl/std_ratio": 0.6, "ssl/effective_rank": 1.1}, epoch=2)
+
+
+def test_an_encoder_as_narrow_as_at_initialisation_has_not_collapsed_but_a_real_collapse_still_stops():
+    """8x8 digits at random initialisation: every image maps to nearly one direction (std ratio 0.027), which
+    is where training starts, not a collapse."""
+    initial = {"ssl/std_ratio": 0.027, "ssl/effective_rank": 3.0}
+    check_collapse({"ssl/std_ratio": 0.03, "ssl/effective_rank": 3.5}, epoch=1, initial=initial)
+    with pytest.raises(CollapseError, match=r"std ratio 0.0020 < 0.0135"):
+        check_collapse({"ssl/std_ratio": 0.002, "ssl/effective_rank": 3.5}, epoch=4, initial=initial)
+    with pytest.raises(
+        CollapseError, match="std ratio 0.0400 < 0.0500"
+    ):  # a well-spread start: the floor holds
+        check_collapse({"ssl/std_ratio": 0.04, "ssl/effective_rank": 9.0}, epoch=2, initial={
+            "ssl/std_ratio": 0.8, "ssl/effective_rank": 20.0})  # fmt: skip
+
+
+def test_pretraining_that_learned_nothing_about_the_classes_is_warned_about():
+    def rows(initial, final):
+        return [({"knn/accuracy": initial}, 0), ({"knn/accuracy": final}, 1)]
+
+    colour_at_chance = pretraining_warnings(rows(0.14, 0.095), num_classes=10)
+    assert len(colour_at_chance) == 2
+    assert "at chance (10.0% with 10)" in colour_at_chance[0] and "fell from 14.0%" in colour_at_chance[1]
+    (fell,) = pretraining_warnings(rows(0.30, 0.25), num_classes=10)
+    assert "fell from 30.0% at initialisation to 25.0%" in fell
+    assert pretraining_warnings(rows(0.24, 0.70), num_classes=10) == []
+    assert (
+        pretraining_warnings([({"train/loss": 1.0}, 1)], num_classes=10) == []
+    )  # no monitor: nothing to say

@@ -23,9 +23,13 @@ from pipeline.ssl.views import ssl_view
 from pipeline.training.loop import Resumable, on_device, run_steps, sgd
 
 # A representation has collapsed when its L2-normalized embeddings barely vary (all images map to about the
-# same point: per-dimension std far below the 1/sqrt(D) of well-spread embeddings) or lie on about one line.
+# same point: per-dimension std far below the 1/sqrt(D) of well-spread embeddings) or lie on about one line,
+# and it has fallen to under half of what it was at initialisation: an encoder at random initialisation can
+# map every image to nearly one direction (small images especially), and nothing has collapsed then.
 COLLAPSE_STD_RATIO = 0.05
 COLLAPSE_MIN_RANK = 1.5
+# kNN accuracy under this many times chance (1 / classes) at the end of pretraining is "at chance".
+NEAR_CHANCE = 1.5
 
 
 class CollapseError(RuntimeError):
@@ -58,18 +62,42 @@ def representation_health(features: torch.Tensor) -> dict[str, float]:
     return {"ssl/std_ratio": std, "ssl/effective_rank": effective_rank(features)}
 
 
-def check_collapse(health: dict[str, float], epoch: int) -> None:
-    if health["ssl/std_ratio"] < COLLAPSE_STD_RATIO:
+def check_collapse(health: dict[str, float], epoch: int, initial: dict[str, float] | None = None) -> None:
+    """Stop with CollapseError when the std ratio or the effective rank of `health` is under its floor:
+    COLLAPSE_STD_RATIO (COLLAPSE_MIN_RANK), or half the value at initialisation (`initial`) when lower."""
+    std_floor, rank_floor = COLLAPSE_STD_RATIO, COLLAPSE_MIN_RANK
+    if initial is not None:
+        std_floor = min(std_floor, initial["ssl/std_ratio"] / 2)
+        rank_floor = min(rank_floor, initial["ssl/effective_rank"] / 2)
+    if health["ssl/std_ratio"] < std_floor:
         raise CollapseError(
             f"representation collapsed at epoch {epoch}: normalized-embedding std ratio "
-            f"{health['ssl/std_ratio']:.4f} < {COLLAPSE_STD_RATIO} (all images map to about one point); "
+            f"{health['ssl/std_ratio']:.4f} < {std_floor:.4f} (all images map to about one point); "
             "try a lower learning rate or a higher temperature"
         )
-    if health["ssl/effective_rank"] < COLLAPSE_MIN_RANK:
+    if health["ssl/effective_rank"] < rank_floor:
         raise CollapseError(
             f"representation collapsed at epoch {epoch}: effective rank {health['ssl/effective_rank']:.2f} "
-            f"< {COLLAPSE_MIN_RANK} (embeddings lie on about one line)"
+            f"< {rank_floor:.2f} (embeddings lie on about one line)"
         )
+
+
+def pretraining_warnings(rows: list[tuple[dict[str, float], int]], num_classes: int) -> list[str]:
+    """What `pretrain`'s logged rows say went wrong short of a collapse: a kNN accuracy at the end at or near
+    chance, or below the same encoder's at initialisation (the epoch-0 row). A representation that learned
+    nothing about the classes fails the teacher as surely as a collapse."""
+    first, last = rows[0][0], rows[-1][0]
+    if "knn/accuracy" not in last:
+        return []
+    out, accuracy, chance = [], last["knn/accuracy"], 1 / num_classes
+    if accuracy < NEAR_CHANCE * chance:
+        out.append(
+            f"kNN accuracy {accuracy:.1%} after pretraining is at chance ({chance:.1%} with {num_classes})"
+        )
+    if rows[0][1] == 0 and accuracy < first.get("knn/accuracy", 0.0):
+        out.append(f"kNN accuracy fell from {first['knn/accuracy']:.1%} at initialisation to {accuracy:.1%}")
+    return [w + ": the representation learned nothing about the classes; check the views (colour images "
+            "need colour augmentation) and pretrain.lr" for w in out]  # fmt: skip
 
 
 def pretrain(
@@ -86,7 +114,8 @@ def pretrain(
     compute: Compute = CPU,
 ) -> list[tuple[dict[str, float], int]]:
     """Self-supervised pretraining of `encoder` with `cfg.method` on the images `index` of the store;
-    returns the values logged per epoch, (values, epoch) in order (`epoch_table` makes them a table).
+    returns the values logged per epoch, (values, epoch) in order (`epoch_table` makes them a table); with
+    a `monitor`, epoch 0 is the encoder at initialisation.
 
     SGD with Nesterov momentum, lr = cfg.lr * lr_scale (of the method) * batch / 256, one warm-up epoch then
     cosine decay. Logs, per epoch, the mean loss and the method's own values, the kNN accuracy and the
@@ -125,6 +154,10 @@ def pretrain(
             for key, value in values.items():
                 epoch_logs.setdefault(key, []).append(value)
 
+        if monitor is not None and session.start == 0:  # epoch 0: the encoder at initialisation
+            session.history(monitor_encoder(encoder, images, monitor, compute), 0)
+        rows = session.history.rows
+        initial = rows[0][0] if rows and rows[0][1] == 0 else None
         for epoch in range(session.start, cfg.epochs):
             encoder.train()
             method.train()
@@ -142,7 +175,7 @@ def pretrain(
             summary["train/lr"] = last["train/lr"]
             if monitor is not None:
                 summary.update(monitor_encoder(encoder, images, monitor, compute))
-                check_collapse(summary, epoch + 1)
+                check_collapse(summary, epoch + 1, initial)
             session.history(summary, epoch + 1)
             session.save(epoch + 1, cfg.epochs)
     return session.history.rows

@@ -97,9 +97,13 @@ def run_steps(
         loss.backward()
         optimizer.step()
         if i % log_every == 0 or i == end - 1:
-            last = {"train/loss": loss.item(), **{k: float(v) for k, v in logs.items()}}
+            last = {"train/loss": loss.item(), **{k: _scalar(v) for k, v in logs.items()}}
             last["train/lr"] = optimizer.param_groups[0]["lr"]
             record(last, i)
         if after_step is not None:
             after_step(i, batch)
     return last
+
+
+def _scalar(value: Any) -> float:
+    return value.detach().item() if isinstance(value, torch.Tensor) else float(value)
