@@ -20,7 +20,7 @@ from pipeline.config.full import Params  # noqa: E402
 from pipeline.data.store import Prepared  # noqa: E402
 from pipeline.inference import predict  # noqa: E402
 from pipeline.models import Architecture, build_classifier  # noqa: E402
-from pipeline.runtime import seed_everything  # noqa: E402
+from pipeline.runtime import LoopSetup, seed_everything  # noqa: E402
 from pipeline.training.teacher import fit_teacher  # noqa: E402
 
 
@@ -80,9 +80,7 @@ def scratch_teacher(params: Params, store: Prepared, steps: int, lr: float) -> f
         images=store.images,
         labeled=store.split("labeled"),
         cfg=cfg,
-        image_size=params.data.image_size,
-        seed=params.seed,
-        log=lambda metrics, step: None,
+        setup=LoopSetup(params.data.image_size, params.seed, log=lambda metrics, step: None),
     )
     test = store.split("test")
     logits, _ = predict(model, store.images, test.index)

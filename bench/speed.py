@@ -49,7 +49,10 @@ from pipeline.datasets import endless_loader  # noqa: E402
 from pipeline.inference import predict  # noqa: E402
 from pipeline.models import Architecture, build_classifier, build_encoder  # noqa: E402
 from pipeline.pseudo.targets import PseudoLabeled  # noqa: E402
-from pipeline.runtime import seed_everything  # noqa: E402
+from pipeline.runtime import (
+    LoopSetup,  # noqa: E402
+    seed_everything,  # noqa: E402
+)
 from pipeline.ssl.pretrain import pretrain  # noqa: E402
 from pipeline.ssl.registry import build_method  # noqa: E402
 from pipeline.training.student import fit_student, student_data  # noqa: E402
@@ -72,6 +75,13 @@ def setup(params_file: Path):
 
 def compute_of(params) -> Compute:
     return resolve_compute(params.compute)
+
+
+def quiet_setup(params) -> LoopSetup:
+    """The loops' setup from params.yaml, logging nothing."""
+    return LoopSetup(
+        params.data.image_size, params.seed, lambda metrics, step: None, compute=compute_of(params)
+    )
 
 
 def synchronize(compute: Compute) -> None:
@@ -99,10 +109,7 @@ def measure_student(params_file: Path, steps: int) -> dict:
         labeled=store.split("labeled"),
         pseudo=pseudo,
         cfg=cfg,
-        image_size=params.data.image_size,
-        seed=params.seed,
-        log=lambda metrics, step: None,
-        compute=compute_of(params),
+        setup=quiet_setup(params),
     )
     seconds = time.perf_counter() - start
     return {"images_per_s": steps * (cfg.batch_labeled + cfg.batch_unlabeled) / seconds, "seconds": seconds,
@@ -173,10 +180,7 @@ def measure_teacher(params_file: Path, steps: int) -> dict:
         images=store.images,
         labeled=labeled,
         cfg=cfg,
-        image_size=params.data.image_size,
-        seed=params.seed,
-        log=lambda metrics, step: None,
-        compute=compute_of(params),
+        setup=quiet_setup(params),
     )
     seconds = time.perf_counter() - start
     return {"images_per_s": steps * cfg.batch_size / seconds, "seconds": seconds,
@@ -208,11 +212,8 @@ def measure_pretrain(params_file: Path, steps: int) -> dict:
         images=store.images,
         index=index,
         cfg=cfg,
-        image_size=params.data.image_size,
-        seed=params.seed,
         monitor=None,
-        log=lambda metrics, step: None,
-        compute=compute_of(params),
+        setup=quiet_setup(params),
     )
     seconds = time.perf_counter() - start
     return {"images_per_s": len(index) / seconds, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}

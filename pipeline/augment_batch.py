@@ -12,7 +12,7 @@ replacement from RandAugment's list (Cubuk et al. 2020) at magnitude m/10, then 
   adds up to ±0.9 m and contrast multiplies by 1 ± 0.9 m (RandomBrightnessContrast), sharpness is Sharpen's
   kernel, equalize is cv2.equalizeHist (albumentations' Equalize) and autocontrast the same equalisation
   (albumentations' AutoContrast, method "cdf", is a close variant); solarize and posterize are torchvision's
-  batched functional ops. Each op runs on the images
+  batched functional ops, written out. Each op runs on the images
   that drew it.
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
 
 from pipeline.config.student import StrongAugment
 
@@ -166,10 +165,10 @@ def _photometric(x: torch.Tensor, chosen: torch.Tensor, values: dict, m: float) 
         elif op == "sharpness":  # augment.randaugment_ops' Sharpen(alpha=(0.1, m))
             alpha = 0.1 + (max(0.1, m) - 0.1) * (v + 1) / 2
             out = _sharpen(sub, alpha, values["lightness"][on])
-        elif op == "solarize":
-            out = TF.solarize(sub, 1 - m) if m > 0 else sub
+        elif op == "solarize":  # torchvision's solarize and posterize, written out: its import costs ~2 s
+            out = torch.where(sub >= 1 - m, 1.0 - sub, sub) if m > 0 else sub
         elif op == "posterize":
-            out = TF.posterize(_to_uint8(sub), bits).float().div_(255)
+            out = (_to_uint8(sub) & (((1 << bits) - 1) << (8 - bits))).float().div_(255)
         else:  # autocontrast, equalize: cv2.equalizeHist (see the module docstring)
             out = _equalize(_to_uint8(sub)).float().div_(255)
         x[on] = out

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import StochasticDepth
 
 from pipeline.config.common import MIN_WIDTH
 
@@ -41,6 +40,27 @@ class Architecture:
         return asdict(self)
 
 
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016), per sample: in training, each sample's residual branch is zeroed
+    with probability p and the kept ones scaled by 1 / (1 - p). The draws of torchvision.ops.StochasticDepth
+    in "row" mode, written here because importing torchvision costs every stage about 2 s."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        noise = torch.empty([x.shape[0]] + [1] * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(
+            keep
+        )
+        if keep > 0.0:
+            noise.div_(keep)
+        return x * noise
+
+
 class ResidualBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int, drop_prob: float):
         super().__init__()
@@ -53,8 +73,7 @@ class ResidualBlock(nn.Module):
             self.shortcut = nn.Sequential(
                 nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
             )
-        # Stochastic depth (Huang et al. 2016): drop the residual branch per sample during training.
-        self.drop_path = StochasticDepth(drop_prob, mode="row")
+        self.drop_path = DropPath(drop_prob)  # the residual branch, per sample, in training
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -111,7 +130,7 @@ class Classifier(nn.Module):
 def build_classifier(
     arch: Architecture, mean: list[float] | None = None, std: list[float] | None = None
 ) -> Classifier:
-    # channels_last roughly doubles CNN training speed on a 2-core CPU (measured: 1.4k -> 2.7k img/s).
+    # channels_last: oneDNN's CPU convolutions run about twice as fast in it as in NCHW.
     return Classifier(arch, mean, std).to(memory_format=torch.channels_last)
 
 

@@ -1,14 +1,19 @@
-"""What every training and inference stage runs under: seeding and determinism, the divergence guard and
-the type of the logging callback."""
+"""What every training and inference stage runs under: seeding and determinism, the divergence guard, the
+type of the logging callback and what a training loop is set up with."""
 
 from __future__ import annotations
 
 import math
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from pipeline.compute import CPU, Compute
+from pipeline.distributed import SINGLE, World
+from pipeline.resume import ResumePoint
 
 LogFn = Callable[[dict[str, float], int], None]
 
@@ -37,3 +42,18 @@ def check_finite(loss: torch.Tensor, stage: str, epoch: int, step: int) -> None:
             f"{stage}: loss {state} {value:.4g} at epoch {epoch}, step {step}; stopped without writing "
             "the stage's outputs (its last resume point is kept). Try a lower learning rate."
         )
+
+
+@dataclass(frozen=True)
+class LoopSetup:
+    """What a training loop runs with besides its model, data and section of params.yaml: the image size and
+    seed, where it logs, its resume point (or none), the torchrun world (pretrain: one process), the compute
+    device and precision, and the log cadence in steps (teacher, student; pretrain logs per epoch)."""
+
+    image_size: int
+    seed: int
+    log: LogFn
+    resume: ResumePoint | None = None
+    world: World = SINGLE
+    compute: Compute = CPU
+    log_every: int = 25

@@ -7,15 +7,16 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipeline.compute import Compute, resolve_compute
+from pipeline.compute import resolve_compute
 from pipeline.config.base import ConfigError, load_params
 from pipeline.config.common import Common
-from pipeline.distributed import World, init_world
+from pipeline.distributed import SINGLE, World, init_world
 from pipeline.resume import ResumePoint, stage_resume_point
-from pipeline.runtime import LogFn, seed_everything
+from pipeline.runtime import LogFn, LoopSetup, seed_everything
 from pipeline.tracking import (
     StageRun,
     TrackingUnreachable,
@@ -62,7 +63,12 @@ def start(
     return params, getattr(args, "round", None)
 
 
-Train = Callable[[LogFn, ResumePoint, World, Compute], Any]
+Train = Callable[[LoopSetup], Any]
+
+
+def loop_setup(params: Common, resume: ResumePoint | None, log: LogFn, world: World = SINGLE) -> LoopSetup:
+    """The training loops' setup from the common sections: image size, seed, compute."""
+    return LoopSetup(params.data.image_size, params.seed, log, resume, world, resolve_compute(params.compute))
 
 
 def training_stage(
@@ -76,17 +82,18 @@ def training_stage(
     save: Callable[[StageRun], None],
 ) -> None:
     """Run a training stage in this process or as one of several under torchrun: every process trains
-    (`train(log, resume, world, compute)`), rank 0 alone logs to MLflow and `save`s the outputs. The resume
-    point is keyed by the params and `inputs` and removed once the outputs are saved."""
+    (`train(setup)`), rank 0 alone logs to MLflow and `save`s the outputs. The resume point is keyed by the
+    params and `inputs` and removed once the outputs are saved."""
     compute = resolve_compute(params.compute)
     world = init_world(compute)  # one process, or one of several under torchrun
     key = f"{stage}@{round_name}" if round_name and stage != "teacher" else stage
     resume = stage_resume_point(params, key, inputs, params.checkpoints.every_steps, world)
+    setup = loop_setup(params, resume, lambda metrics, step: None, world)
     if not world.main:  # another torchrun process: train its share of each batch, write nothing
-        train(lambda metrics, step: None, resume, world, compute)
+        train(setup)
         return world.close()
     with stage_run(params, stage, round_name, logged, system_metrics=True) as run:
-        train(run.log, resume, world, compute)
+        train(replace(setup, log=run.log))
         save(run)
     resume.clear()
     world.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 import uuid
 import warnings
@@ -105,13 +106,10 @@ def dvc_data_hash(folder: str | Path) -> str:
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: nested params as MLflow's flat keys."""
     out: dict[str, Any] = {}
     for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
 
 
@@ -153,8 +151,6 @@ class StageRun:
 
     def warn(self, warnings: list[str]) -> None:
         """Print each warning to stderr and keep them on the run as its `warnings` tag (nothing if none)."""
-        import sys
-
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)
         if warnings:

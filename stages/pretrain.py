@@ -4,7 +4,6 @@ import numpy as np
 
 from pipeline import artifacts
 from pipeline.checkpoint import save_model
-from pipeline.compute import resolve_compute
 from pipeline.config.pretrain import PretrainParams
 from pipeline.data.store import load_prepared
 from pipeline.files import write_csv, write_json
@@ -12,7 +11,7 @@ from pipeline.models import Architecture, build_encoder
 from pipeline.resume import stage_resume_point
 from pipeline.ssl.pretrain import epoch_table, knn_monitor, pretrain, pretraining_warnings
 from pipeline.ssl.registry import check_methods, method_config
-from pipeline.stage import start
+from pipeline.stage import loop_setup, start
 from pipeline.tracking import stage_run
 
 
@@ -27,10 +26,9 @@ def main() -> None:
               "model": params.model.model_dump()}  # fmt: skip
     with stage_run(params, "pretrain", logged=logged, system_metrics=True) as run:
         epochs = pretrain(
-            encoder=encoder, images=data.images, cfg=cfg, image_size=params.data.image_size, seed=params.seed,
+            encoder=encoder, images=data.images, cfg=cfg, monitor=knn_monitor(data, cfg, params.seed),
             index=np.concatenate([data.split("labeled").index, data.split("unlabeled").index]),
-            monitor=knn_monitor(data, cfg, params.seed), log=run.log, resume=resume,
-            compute=resolve_compute(params.compute),
+            setup=loop_setup(params, resume, run.log),
         )  # fmt: skip
         run.warn(pretraining_warnings(epochs, len(data.classes)))
         save_model(artifacts.encoder(paths), encoder, arch, config=params.model_dump(), epochs=cfg.epochs)

@@ -21,12 +21,10 @@ def main() -> None:
     model = build_student(cfg=cfg, channels=params.data.channels, num_classes=len(data.classes),
                           stats=data.stats, encoder_file=inputs[2], previous_file=inputs[3])  # fmt: skip
 
-    def train(log, resume, world, compute) -> None:
-        fit_student(
-            model=model, images=data.images, labeled=data.split("labeled"), cfg=cfg, log=log, resume=resume,
-            pseudo=training_targets(table, data.classes, cfg.hard_labels), image_size=params.data.image_size,
-            seed=params.seed, world=world, compute=compute,
-        )  # fmt: skip
+    def train(setup) -> None:
+        pseudo = training_targets(table, data.classes, cfg.hard_labels)
+        fit_student(model=model, images=data.images, labeled=data.split("labeled"), pseudo=pseudo, cfg=cfg,
+                    setup=setup)  # fmt: skip
 
     def save(run) -> None:  # the final round's student goes to the model registry
         out = artifacts.round_model(paths, round_name)

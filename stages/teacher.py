@@ -20,12 +20,8 @@ def main() -> None:
     model = build_classifier(arch, data.stats["mean"], data.stats["std"])
     model.encoder.load_state_dict(encoder.state_dict())
 
-    def train(log, resume, world, compute) -> None:
-        fit_teacher(
-            model=model, images=data.images, labeled=data.split("labeled"), cfg=cfg,
-            image_size=params.data.image_size, seed=params.seed, log=log, resume=resume, world=world,
-            compute=compute,
-        )  # fmt: skip
+    def train(setup) -> None:
+        fit_teacher(model=model, images=data.images, labeled=data.split("labeled"), cfg=cfg, setup=setup)
 
     def save(run) -> None:
         out = artifacts.round_model(paths, TEACHER_ROUND)

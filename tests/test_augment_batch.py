@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.augment_batch import CUTOUT_FILL, OPS, BatchStrong, _equalize, _flip_shift, _sharpen
+from pipeline.augment_batch import (
+    CUTOUT_FILL,
+    OPS,
+    BatchStrong,
+    _equalize,
+    _flip_shift,
+    _photometric,
+    _sharpen,
+)
 from pipeline.config.student import StrongAugment
 
 
@@ -104,3 +112,18 @@ def test_sharpen_is_albumentations_sharpen_with_the_same_alpha_and_lightness():
     expected = np.stack([sharpen(image=i.permute(1, 2, 0).numpy())["image"] for i in images]) / 255
     ours = _sharpen(images.float() / 255, torch.full((8,), 0.3), torch.full((8,), 0.7))
     assert np.abs(ours.permute(0, 2, 3, 1).numpy() - expected).max() <= 1 / 255
+
+
+def test_solarize_and_posterize_are_torchvisions():
+    from torchvision.transforms.v2 import functional as TF
+
+    x = torch.rand(6, 1, 8, 8)
+    cfg = StrongAugment(num_ops=1, magnitude=5, cutout=0.0, backend="tensor")
+    only = {op: torch.tensor([[o == op for o in OPS]] * 6) for op in ("solarize", "posterize")}
+    values = {op: torch.zeros(6) for op in OPS} | {"lightness": torch.zeros(6)}
+    m = cfg.magnitude / 10
+    solarized = _photometric(x.clone(), only["solarize"], values, m)
+    assert torch.equal(solarized, TF.solarize(x, 1 - m))
+    posterized = _photometric(x.clone(), only["posterize"], values, m)
+    as_uint8 = x.mul(255).round().to(torch.uint8)
+    assert torch.equal(posterized, TF.posterize(as_uint8, 8 - round(4 * m)).float() / 255)

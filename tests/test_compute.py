@@ -19,7 +19,7 @@ from pipeline.data.store import Split
 from pipeline.datasets import image_batches
 from pipeline.inference import predict
 from pipeline.models import Architecture, build_classifier
-from pipeline.runtime import seed_everything
+from pipeline.runtime import LoopSetup, seed_everything
 from pipeline.training.teacher import fit_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,16 +45,8 @@ def train_teacher(compute: Compute) -> tuple[torch.nn.Module, np.ndarray, Split]
     cfg = PARAMS.teacher.model_copy(
         update={"steps": 40, "batch_size": 12, "lr": 0.1, "freeze_encoder_below": 0}
     )
-    fit_teacher(
-        model=model,
-        images=images,
-        labeled=split,
-        cfg=cfg,
-        image_size=28,
-        seed=0,
-        log=lambda metrics, step: None,
-        compute=compute,
-    )
+    setup = LoopSetup(image_size=28, seed=0, log=lambda metrics, step: None, compute=compute)
+    fit_teacher(model=model, images=images, labeled=split, cfg=cfg, setup=setup)
     return model, images, split
 
 

@@ -12,7 +12,7 @@ from pipeline.data.store import Split
 from pipeline.models import Architecture, build_classifier, build_encoder
 from pipeline.pseudo.targets import PseudoLabeled
 from pipeline.resume import ResumePoint
-from pipeline.runtime import TrainingDiverged, seed_everything
+from pipeline.runtime import LoopSetup, TrainingDiverged, seed_everything
 from pipeline.ssl.pretrain import pretrain
 from pipeline.training.student import fit_student
 from pipeline.training.teacher import fit_teacher
@@ -81,11 +81,7 @@ def test_teacher_resumed_after_an_interruption_matches_an_unbroken_run(images, t
             images=images,
             labeled=labeled_split(),
             cfg=cfg,
-            image_size=28,
-            seed=0,
-            log=log,
-            resume=point,
-            log_every=1,
+            setup=LoopSetup(image_size=28, seed=0, log=log, resume=point, log_every=1),
         )
         return model.state_dict()
 
@@ -121,11 +117,7 @@ def test_student_resumed_after_an_interruption_matches_an_unbroken_run(images, t
             labeled=labeled_split(),
             pseudo=pseudo,
             cfg=cfg,
-            image_size=28,
-            seed=0,
-            log=log,
-            resume=point,
-            log_every=1,
+            setup=LoopSetup(image_size=28, seed=0, log=log, resume=point, log_every=1),
         )
         return model.state_dict()
 
@@ -149,11 +141,8 @@ def test_pretrain_resumed_after_an_interruption_matches_an_unbroken_run(images, 
             images=images,
             index=np.arange(64),
             cfg=cfg,
-            image_size=28,
-            seed=0,
             monitor=None,
-            log=log,
-            resume=point,
+            setup=LoopSetup(image_size=28, seed=0, log=log, resume=point),
         )
         return encoder.state_dict()
 
@@ -179,10 +168,9 @@ def test_a_diverging_loss_names_epoch_and_step_and_keeps_the_last_resume_point(i
     )
     point = ResumePoint(tmp_path, "teacher", key="k", every=1)
     with pytest.raises(TrainingDiverged, match=r"teacher: loss .* at epoch \d+, step (\d+)") as err:
-        fit_teacher(
-            model=classifier(Architecture(1, 8, 1, 3)), images=images, labeled=labeled_split(), cfg=cfg,
-            image_size=28, seed=0, log=stop_at(None), resume=point,
-        )  # fmt: skip
+        model = classifier(Architecture(1, 8, 1, 3))
+        setup = LoopSetup(image_size=28, seed=0, log=stop_at(None), resume=point)
+        fit_teacher(model=model, images=images, labeled=labeled_split(), cfg=cfg, setup=setup)
     step = int(err.value.args[0].split("step ")[1].split(";")[0])
     saved = point.load()
     assert saved["step"] == step  # the point written after the last finite step, untouched
@@ -215,10 +203,7 @@ def test_a_loader_worker_process_gives_the_same_training_as_augmenting_in_proces
             labeled=labeled_split(),
             pseudo=pseudo,
             cfg=cfg,
-            image_size=28,
-            seed=0,
-            log=stop_at(None),
-            log_every=1,
+            setup=LoopSetup(image_size=28, seed=0, log=stop_at(None), log_every=1),
         )
         states.append(model.state_dict())
         assert 0 <= last["time/data_wait_share"] <= 1

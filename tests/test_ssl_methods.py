@@ -11,7 +11,7 @@ from pipeline.config.full import load_params
 from pipeline.data.prepare import prepare
 from pipeline.data.store import load_prepared
 from pipeline.models import Architecture, build_encoder
-from pipeline.runtime import seed_everything
+from pipeline.runtime import LoopSetup, seed_everything
 from pipeline.ssl.methods.base import cosine_momentum, ema_update
 from pipeline.ssl.pretrain import CollapseError, KnnMonitor, check_collapse, pretrain, pretraining_warnings
 from pipeline.ssl.registry import METHODS
@@ -40,10 +40,10 @@ def test_method_trains_without_nan_and_moves_the_encoder(store, method):
     monitor = KnnMonitor(labeled.index, labeled.labels, test.index, test.labels, k=5)
     index = np.concatenate([labeled.index, store.split("unlabeled").index])
     logged = []
+    setup = LoopSetup(image_size=28, seed=0, log=lambda m, s: logged.append((s, m)))
     epochs = pretrain(
-        encoder=encoder, images=store.images, index=index, cfg=cfg, image_size=28, seed=0, monitor=monitor,
-        log=lambda m, s: logged.append((s, m)),
-    )  # fmt: skip
+        encoder=encoder, images=store.images, index=index, cfg=cfg, monitor=monitor, setup=setup
+    )
     summary = epochs[-1][0]
     assert [s for s, _ in logged] == [0, 1, 2]  # epoch 0: the encoder at initialisation
     assert all(math.isfinite(v) for v in summary.values())

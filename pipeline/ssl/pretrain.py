@@ -8,15 +8,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.compute import CPU, Compute
+from pipeline.compute import Compute
 from pipeline.config.pretrain import PretrainConfig
 from pipeline.data.store import Prepared
 from pipeline.datasets import Views, epoch_loader
 from pipeline.inference import encode
 from pipeline.metrics import effective_rank, knn_accuracy
 from pipeline.models import Encoder
-from pipeline.resume import ResumePoint
-from pipeline.runtime import LogFn
+from pipeline.runtime import LoopSetup
 from pipeline.schedules import warmup_cosine
 from pipeline.ssl.registry import build_method, method_config
 from pipeline.ssl.views import ssl_view
@@ -106,12 +105,8 @@ def pretrain(
     images: np.ndarray,
     index: np.ndarray,
     cfg: PretrainConfig,
-    image_size: int,
-    seed: int,
     monitor: KnnMonitor | None,
-    log: LogFn,
-    resume: ResumePoint | None = None,
-    compute: Compute = CPU,
+    setup: LoopSetup,
 ) -> list[tuple[dict[str, float], int]]:
     """Self-supervised pretraining of `encoder` with `cfg.method` on the images `index` of the store;
     returns the values logged per epoch, (values, epoch) in order (`epoch_table` makes them a table); with
@@ -120,10 +115,11 @@ def pretrain(
     SGD with Nesterov momentum, lr = cfg.lr * lr_scale (of the method) * batch / 256, one warm-up epoch then
     cosine decay. Logs, per epoch, the mean loss and the method's own values, the kNN accuracy and the
     representation health (std, effective rank), and stops with CollapseError when the representation
-    collapses. With `resume`, start from its saved state if it has one and write one every `resume.every`
-    epochs. On `compute`'s device and precision (views are made on the CPU, then copied); the encoder is
-    back on the CPU when it returns.
+    collapses. With a resume point, start from its saved state if it has one and write one every
+    `resume.every` epochs. In one process, on `setup.compute`'s device and precision (views are made on the
+    CPU, then copied); the encoder is back on the CPU when it returns.
     """
+    image_size, seed, compute = setup.image_size, setup.seed, setup.compute
     batch = min(cfg.batch_size, len(index))
     if batch < 2:
         raise ValueError(f"pretrain needs at least 2 images, found {len(index)}")
@@ -139,7 +135,8 @@ def pretrain(
         views = Views(images, index, transforms)
         total = cfg.epochs * steps_per_epoch
         warmup = min(steps_per_epoch, total // 10)
-        session = Resumable(resume, {"encoder": encoder, "method": method, "optimizer": opt}, transforms, log)
+        modules = {"encoder": encoder, "method": method, "optimizer": opt}
+        session = Resumable(setup.resume, modules, transforms, setup.log)
         session.restore()  # each epoch's loader has its own generator
         step_loss = compute.compiled(_MethodLoss(method, encoder))
 

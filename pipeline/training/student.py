@@ -13,16 +13,15 @@ import torch.nn.functional as F
 from pipeline import augment
 from pipeline.augment_batch import BatchStrong
 from pipeline.checkpoint import load_classifier, load_encoder
-from pipeline.compute import CPU, Compute
 from pipeline.config.student import StrongAugment, StudentConfig
 from pipeline.data.store import Split
 from pipeline.datasets import Batched, Views, ViewsWithArrays, endless_loader
-from pipeline.distributed import SINGLE, World, wrap
+from pipeline.distributed import wrap
 from pipeline.losses.semi import entropy_minimization, weighted_soft_cross_entropy
 from pipeline.models import Architecture, Classifier, build_classifier
 from pipeline.pseudo.targets import PseudoLabeled
-from pipeline.resume import ResumePoint, set_augmentation_state
-from pipeline.runtime import LogFn
+from pipeline.resume import set_augmentation_state
+from pipeline.runtime import LoopSetup
 from pipeline.schedules import linear_ramp, warmup_cosine
 from pipeline.training.loop import Resumable, on_device, run_steps, sgd
 
@@ -124,23 +123,18 @@ def fit_student(
     labeled: Split,
     pseudo: PseudoLabeled,
     cfg: StudentConfig,
-    image_size: int,
-    seed: int,
-    log: LogFn,
-    resume: ResumePoint | None = None,
-    log_every: int = 25,
-    world: World = SINGLE,
-    compute: Compute = CPU,
+    setup: LoopSetup,
 ) -> dict[str, float]:
     """Noisy-student training on labeled + pseudo-labeled images, both strongly augmented, in one batch
     (`student_loss`, the entropy weight ramped up over `entropy_warmup` of the steps).
 
     Noise: strong augmentation here, dropout and stochastic depth inside the model (train mode).
-    With `resume`, start from its saved state if it has one and write one every `resume.every` steps.
-    Under torchrun (`world`), each process trains on its slice of every batch (pipeline.distributed).
-    On `compute`'s device and precision (batches are augmented on the CPU, then copied); the model is back
-    on the CPU when it returns.
+    With a resume point, start from its saved state if it has one and write one every `resume.every` steps.
+    Under torchrun (`setup.world`), each process trains on its slice of every batch (pipeline.distributed).
+    On `setup.compute`'s device and precision (batches are augmented on the CPU, then copied); the model is
+    back on the CPU when it returns.
     """
+    image_size, seed, world, compute = setup.image_size, setup.seed, setup.world, setup.compute
     if len(pseudo.index) == 0:
         raise ValueError("student: no unlabeled image passed the OOD filter; nothing to train on")
     with on_device([model], compute):
@@ -151,7 +145,7 @@ def fit_student(
             images, labeled, pseudo, cfg.strong, image_size, aug_seed
         )
         modules = {"model": model, "optimizer": opt, **{f"augment_{i}": a for i, a in enumerate(on_batch)}}
-        session = Resumable(resume, modules, transforms, log)
+        session = Resumable(setup.resume, modules, transforms, setup.log)
         if session.saved:  # before a loader's worker process starts with a copy of the generators
             set_augmentation_state(session.saved["rng"]["albumentations"], transforms)
         loader_args = {
@@ -202,5 +196,5 @@ def fit_student(
             stage="student", desc="student", batches=waiting, start=session.start, end=cfg.steps,
             optimizer=opt, lr=lambda i: warmup_cosine(i, cfg.steps, cfg.lr, warmup_steps=cfg.steps // 20),
             step=step, epoch=lambda i: 1 + i * cfg.batch_labeled // len(lab), record=session.history,
-            log_every=log_every, after_step=after_step,
+            log_every=setup.log_every, after_step=after_step,
         )  # fmt: skip

@@ -6,14 +6,12 @@ import numpy as np
 import torch.nn.functional as F
 
 from pipeline import augment
-from pipeline.compute import CPU, Compute
 from pipeline.config.teacher import TeacherConfig
 from pipeline.data.store import Split
 from pipeline.datasets import Views, ViewsWithArrays, endless_loader
-from pipeline.distributed import SINGLE, World, wrap
+from pipeline.distributed import wrap
 from pipeline.models import Classifier
-from pipeline.resume import ResumePoint
-from pipeline.runtime import LogFn
+from pipeline.runtime import LoopSetup
 from pipeline.schedules import warmup_cosine
 from pipeline.training.loop import Resumable, on_device, run_steps, sgd
 
@@ -31,19 +29,14 @@ def fit_teacher(
     images: np.ndarray,
     labeled: Split,
     cfg: TeacherConfig,
-    image_size: int,
-    seed: int,
-    log: LogFn,
-    resume: ResumePoint | None = None,
-    log_every: int = 25,
-    world: World = SINGLE,
-    compute: Compute = CPU,
+    setup: LoopSetup,
 ) -> dict[str, float]:
     """Train encoder + linear head on the labeled images with weak augmentation (cross-entropy); the
     encoder is fine-tuned or, with few labels per class, frozen (`encoder_frozen`).
-    With `resume`, start from its saved state if it has one and write one every `resume.every` steps.
-    Under torchrun (`world`), each process trains on its slice of every batch (pipeline.distributed).
-    On `compute`'s device and precision; the model is back on the CPU when it returns."""
+    With a resume point, start from its saved state if it has one and write one every `resume.every` steps.
+    Under torchrun (`setup.world`), each process trains on its slice of every batch (pipeline.distributed).
+    On `setup.compute`'s device and precision; the model is back on the CPU when it returns."""
+    image_size, seed, world, compute = setup.image_size, setup.seed, setup.world, setup.compute
     frozen = encoder_frozen(cfg, labeled.labels, model.arch.num_classes)
     with on_device([model], compute):
         model.encoder.requires_grad_(not frozen)
@@ -53,7 +46,7 @@ def fit_teacher(
         opt = sgd(groups, cfg.lr, cfg.weight_decay)
         weak = augment.weak(image_size, world.seed(seed))
         data = ViewsWithArrays(Views(images, labeled.index, [weak]), label=labeled.labels)
-        session = Resumable(resume, {"model": model, "optimizer": opt}, [weak], log)
+        session = Resumable(setup.resume, {"model": model, "optimizer": opt}, [weak], setup.log)
         loader = endless_loader(
             data, cfg.batch_size, cfg.steps * cfg.batch_size, seed, session.start, world,
             key="teacher.batch_size", pin_memory=compute.pin_memory,
@@ -75,7 +68,7 @@ def fit_teacher(
             stage="teacher", desc="teacher", batches=batches, start=session.start, end=cfg.steps,
             optimizer=opt, lr=lambda i: warmup_cosine(i, cfg.steps, cfg.lr, warmup_steps=cfg.steps // 20),
             step=step, epoch=lambda i: 1 + i * cfg.batch_size // len(data), record=session.history,
-            log_every=log_every, after_step=lambda i, _: session.save(i + 1, cfg.steps),
+            log_every=setup.log_every, after_step=lambda i, _: session.save(i + 1, cfg.steps),
         )  # fmt: skip
         model.encoder.requires_grad_(True)
     return last
