@@ -39,15 +39,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
-    ROOT,
-    doc_header,
-    pipeline_stages,
-    run_stages,
-    scratch_teacher,
-    stage_env,
-    write_doc,
-)
+from common import ROOT, doc_header, pipeline_stages, run_stages, scratch_teacher, stage_env, write_doc  # noqa: E402  # noqa: E402
 
 from pipeline.config.full import load_params  # noqa: E402
 from pipeline.data.demo import CLASSES, DEBIAN_IDX_DIR, export_demo  # noqa: E402

@@ -175,13 +175,7 @@ def measure_teacher(params_file: Path, steps: int) -> dict:
     labeled = store.split("labeled")
     frozen = encoder_frozen(cfg, labeled.labels, arch.num_classes)
     start = time.perf_counter()
-    fit_teacher(
-        model=model,
-        images=store.images,
-        labeled=labeled,
-        cfg=cfg,
-        setup=quiet_setup(params),
-    )
+    fit_teacher(model=model, images=store.images, labeled=labeled, cfg=cfg, setup=quiet_setup(params))
     seconds = time.perf_counter() - start
     return {"images_per_s": steps * cfg.batch_size / seconds, "seconds": seconds,
             "peak_rss_mib": peak_rss_mib(), "frozen": frozen}  # fmt: skip
@@ -207,14 +201,8 @@ def measure_pretrain(params_file: Path, steps: int) -> dict:
     encoder = build_encoder(arch, store.stats["mean"], store.stats["std"])
     index = store.split("unlabeled").index[: steps * cfg.batch_size]
     start = time.perf_counter()
-    pretrain(
-        encoder=encoder,
-        images=store.images,
-        index=index,
-        cfg=cfg,
-        monitor=None,
-        setup=quiet_setup(params),
-    )
+    setup_ = quiet_setup(params)
+    pretrain(encoder=encoder, images=store.images, index=index, cfg=cfg, monitor=None, setup=setup_)
     seconds = time.perf_counter() - start
     return {"images_per_s": len(index) / seconds, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
 

@@ -30,7 +30,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (  # noqa: E402  # noqa: E402
     ROOT,
     StageFailed,
     doc_header,

@@ -67,6 +67,11 @@ def assert_same_state(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
+def every_step(point, log) -> LoopSetup:
+    """The loops' setup of these tests: 28 px, seed 0, a resume point and a log entry at every step."""
+    return LoopSetup(image_size=28, seed=0, log=log, resume=point, log_every=1)
+
+
 @pytest.mark.slow
 def test_teacher_resumed_after_an_interruption_matches_an_unbroken_run(images, tmp_path):
     cfg = PARAMS.teacher.model_copy(
@@ -77,11 +82,7 @@ def test_teacher_resumed_after_an_interruption_matches_an_unbroken_run(images, t
     def train(point, log):
         model = classifier(arch)
         fit_teacher(
-            model=model,
-            images=images,
-            labeled=labeled_split(),
-            cfg=cfg,
-            setup=LoopSetup(image_size=28, seed=0, log=log, resume=point, log_every=1),
+            model=model, images=images, labeled=labeled_split(), cfg=cfg, setup=every_step(point, log)
         )
         return model.state_dict()
 
@@ -111,14 +112,8 @@ def test_student_resumed_after_an_interruption_matches_an_unbroken_run(images, t
 
     def train(point, log):
         model = classifier(arch)
-        fit_student(
-            model=model,
-            images=images,
-            labeled=labeled_split(),
-            pseudo=pseudo,
-            cfg=cfg,
-            setup=LoopSetup(image_size=28, seed=0, log=log, resume=point, log_every=1),
-        )
+        data = {"images": images, "labeled": labeled_split(), "pseudo": pseudo}
+        fit_student(model=model, cfg=cfg, setup=every_step(point, log), **data)
         return model.state_dict()
 
     unbroken, resumed, _ = run_twice(train, tmp_path, stop=9)
