@@ -1,37 +1,51 @@
-"""A small residual CNN: the encoder and the classifier (teacher, students). The SSL heads are in
+"""The encoder (a backbone of pipeline.backbones) and the classifier (teacher, students). The SSL heads are in
 pipeline.ssl.methods.
 
 The encoder takes float images in [0, 1] of shape (B, C, H, W) and normalizes them itself with the dataset's
-mean and std (stored as buffers, so a checkpoint carries them). Architecture:
-
-    stem   conv3x3(C -> w) BN ReLU                      (H x W)
-    stage1 `depth` residual blocks, first one stride 2  (H/2 x W/2, 2w channels)
-    stage2 `depth` residual blocks, first one stride 2  (H/4 x W/4, 4w channels)
-    global average pool -> features (4w)
+mean and std (stored as buffers, so a checkpoint carries them); its features are the global average of the
+backbone's last feature map.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config.common import MIN_WIDTH
+from pipeline.backbones import (
+    BACKBONES,
+    STEM_STRIDE,
+    TORCHVISION_BACKBONES,
+    auto_stem,
+    build_body,
+    torchvision_key,
+)
+from pipeline.config.base import ConfigError
+from pipeline.config.common import MIN_WIDTH, ModelConfig
 
 
 @dataclass(frozen=True)
 class Architecture:
+    """What builds a model. Checkpoints written before backbones existed lack the last two fields: they
+    were small_resnet with the cifar stem, these defaults."""
+
     channels: int
     width: int
     depth: int
     num_classes: int = 0
     dropout: float = 0.0
     stochastic_depth: float = 0.0
+    backbone: str = "small_resnet"
+    stem: str = "cifar"
 
     def __post_init__(self) -> None:
-        if self.width < MIN_WIDTH:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone '{self.backbone}' (known: {', '.join(BACKBONES)})")
+        if self.stem not in STEM_STRIDE:
+            raise ValueError(f"unknown stem '{self.stem}' (known: {', '.join(STEM_STRIDE)})")
+        if self.backbone == "small_resnet" and self.width < MIN_WIDTH:
             raise ValueError(
                 f"model width {self.width} < {MIN_WIDTH}: narrower models hang oneDNN's AVX2 kernels"
             )
@@ -40,77 +54,26 @@ class Architecture:
         return asdict(self)
 
 
-class DropPath(nn.Module):
-    """Stochastic depth (Huang et al. 2016), per sample: in training, each sample's residual branch is zeroed
-    with probability p and the kept ones scaled by 1 / (1 - p). The draws of torchvision.ops.StochasticDepth
-    in "row" mode, written here because importing torchvision costs every stage about 2 s."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        noise = torch.empty([x.shape[0]] + [1] * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(
-            keep
-        )
-        if keep > 0.0:
-            noise.div_(keep)
-        return x * noise
-
-
-class ResidualBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int, drop_prob: float):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
-            )
-        self.drop_path = DropPath(drop_prob)  # the residual branch, per sample, in training
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(self.shortcut(x) + self.drop_path(out))
-
-
 class Encoder(nn.Module):
     def __init__(self, arch: Architecture, mean: list[float] | None = None, std: list[float] | None = None):
         super().__init__()
-        c, w = arch.channels, arch.width
+        c = arch.channels
         self.register_buffer("mean", torch.tensor(mean or [0.5] * c).view(1, c, 1, 1))
         self.register_buffer("std", torch.tensor(std or [0.25] * c).view(1, c, 1, 1))
-        self.stem = nn.Sequential(
-            nn.Conv2d(c, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)
-        )
-        blocks, c_in, n_blocks = [], w, 2 * arch.depth
-        for stage, c_out in enumerate((2 * w, 4 * w)):
-            for b in range(arch.depth):
-                i = stage * arch.depth + b + 1
-                # Linear decay rule: block i of L is dropped with probability p * i / L.
-                drop = arch.stochastic_depth * i / n_blocks
-                blocks.append(ResidualBlock(c_in, c_out, 2 if b == 0 else 1, drop))
-                c_in = c_out
-        self.blocks = nn.Sequential(*blocks)
-        self.feature_dim = 4 * w
+        body = build_body(arch.backbone, c, arch.width, arch.depth, arch.stem, arch.stochastic_depth)
+        self.stem, self.blocks = body.stem, body.blocks
+        self.feature_dim, self.stride = body.features, body.stride
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
     def feature_map(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
-        """(B, C, H, W) images in [0, 1] (or already normalized) -> (B, 4w, H/4, W/4) features."""
+        """(B, C, H, W) images in [0, 1] (or already normalized) -> (B, features, H / stride, W / stride)."""
         x = x.contiguous(memory_format=torch.channels_last)  # a no-op when the batch already is
         return self.blocks(self.stem(x if normalized else self.normalize(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.feature_map(x).mean(dim=(2, 3))  # (B, 4w)
+        return self.feature_map(x).mean(dim=(2, 3))  # (B, features)
 
 
 class Classifier(nn.Module):
@@ -138,3 +101,77 @@ def build_encoder(
     arch: Architecture, mean: list[float] | None = None, std: list[float] | None = None
 ) -> Encoder:
     return Encoder(arch, mean, std).to(memory_format=torch.channels_last)
+
+
+def encoder_architecture(model: ModelConfig, channels: int, image_size: int) -> Architecture:
+    """The SSL encoder's (and so the teacher's) architecture: the `model` section, its stem resolved."""
+    stem = auto_stem(model.stem, image_size, model.weights)
+    return Architecture(channels, model.width, model.depth, backbone=model.backbone, stem=stem)
+
+
+def resnet_in_file(keys: set[str]) -> str:
+    """What a torchvision ResNet state dict holds, from its keys: 'resnet50', 'resnet18', ...."""
+    bottleneck = "layer1.0.conv3.weight" in keys
+    layer3 = len({k.split(".")[1] for k in keys if k.startswith("layer3.")})
+    names = {(False, 2): "resnet18", (False, 6): "resnet34", (True, 6): "resnet50", (True, 23): "resnet101"}
+    return names.get((bottleneck, layer3), f"a ResNet with {layer3} blocks in layer3")
+
+
+def load_weights(encoder: Encoder, arch: Architecture, path: Path) -> list[str]:
+    """Load `model.weights`, a torchvision ResNet state dict (what torchvision.models.resnet18(weights=...)
+    .state_dict() saves), into `encoder`; returns the keys it ignored (the classifier, fc). A 1-channel
+    encoder gets the RGB kernels of conv1 summed, as timm adapts a pretrained first conv to grayscale.
+    Nothing is downloaded. Raises ConfigError naming model.weights and what does not fit."""
+    where = f"model.weights {path}"
+    if arch.backbone not in TORCHVISION_BACKBONES:
+        raise ConfigError(f"{where}: torchvision weights fit {', '.join(TORCHVISION_BACKBONES)}, "
+                          f"not model.backbone {arch.backbone}")  # fmt: skip
+    if not Path(path).is_file():
+        raise ConfigError(f"{where}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear error
+        raise ConfigError(f"{where}: not a PyTorch state dict ({type(err).__name__}: {err})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{where}: not a state dict of tensors")
+    own, mapped, ignored = encoder.state_dict(), {}, []
+    for key, value in state.items():
+        ours = torchvision_key(key.removeprefix("module."))
+        if ours is None:
+            ignored.append(key)
+        else:
+            mapped[ours] = value
+    conv = "stem.0.weight"
+    if conv in mapped and mapped[conv].shape[1] == 3 and own[conv].shape[1] == 1:
+        mapped[conv] = mapped[conv].sum(dim=1, keepdim=True)
+    optional = {"mean", "std"} | {k for k in own if k.endswith("num_batches_tracked")}
+    missing = sorted(set(own) - set(mapped) - optional)
+    unexpected = sorted(set(mapped) - set(own))
+    shapes = [f"{k}: file {tuple(v.shape)}, model {tuple(own[k].shape)}"
+              for k, v in mapped.items() if k in own and v.shape != own[k].shape]  # fmt: skip
+    if missing or unexpected or shapes:
+        found = resnet_in_file(set(state))
+        problems = [f"{len(missing)} missing keys (first: {missing[:3]})" if missing else "",
+                    f"{len(unexpected)} unexpected keys (first: {unexpected[:3]})" if unexpected else "",
+                    f"{len(shapes)} shape mismatches (first: {shapes[0]})" if shapes else ""]  # fmt: skip
+        hint = ""
+        if found != arch.backbone:
+            hint = f"; the file holds a {found}, model.backbone is {arch.backbone}"
+        elif shapes and shapes[0].startswith(conv):
+            hint = "; its first conv is the ImageNet stem's: set model.stem to imagenet (or auto)"
+        raise ConfigError(f"{where} does not fit the encoder: {'; '.join(p for p in problems if p)}{hint}")
+    encoder.load_state_dict({**own, **mapped})
+    return ignored
+
+
+def initial_encoder(
+    model: ModelConfig, channels: int, image_size: int, stats: dict
+) -> tuple[Encoder, Architecture]:
+    """The encoder `pretrain` starts from: `model.weights` when set, else at random."""
+    arch = encoder_architecture(model, channels, image_size)
+    encoder = build_encoder(arch, stats["mean"], stats["std"])
+    if model.weights:
+        ignored = load_weights(encoder, arch, Path(model.weights))
+        print(f"model.weights: loaded {model.weights} (ignored: {', '.join(ignored) or 'nothing'})")
+    return encoder, arch

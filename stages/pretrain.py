@@ -7,10 +7,10 @@ from pipeline.checkpoint import save_model
 from pipeline.config.pretrain import PretrainParams
 from pipeline.data.store import load_prepared
 from pipeline.files import write_csv, write_json
-from pipeline.models import Architecture, build_encoder
+from pipeline.models import initial_encoder
 from pipeline.resume import stage_resume_point
 from pipeline.ssl.pretrain import epoch_table, knn_monitor, pretrain, pretraining_warnings
-from pipeline.ssl.registry import check_methods, method_config
+from pipeline.ssl.registry import check_methods, method_settings
 from pipeline.stage import loop_setup, start
 from pipeline.tracking import stage_run
 
@@ -19,10 +19,10 @@ def main() -> None:
     # one process: the momentum encoders and queues of the SSL methods are not sharded
     params, _ = start(__doc__, PretrainParams, check=lambda p: check_methods(p.pretrain), torchrun=False)
     cfg, paths, data = params.pretrain, params.paths, load_prepared(params.paths.prepared)
-    arch = Architecture(channels=params.data.channels, width=params.model.width, depth=params.model.depth)
-    encoder = build_encoder(arch, data.stats["mean"], data.stats["std"])
+    # from model.weights when set (pretrain.method none keeps them as they are), else at random
+    encoder, arch = initial_encoder(params.model, params.data.channels, params.data.image_size, data.stats)
     resume = stage_resume_point(params, "pretrain", [artifacts.manifest(paths)], every=1)  # every epoch
-    logged = {"pretrain": cfg.model_dump(exclude={"methods"}), cfg.method: method_config(cfg).model_dump(),
+    logged = {"pretrain": cfg.model_dump(exclude={"methods"}), **method_settings(cfg),
               "model": params.model.model_dump()}  # fmt: skip
     with stage_run(params, "pretrain", logged=logged, system_metrics=True) as run:
         epochs = pretrain(
@@ -33,7 +33,7 @@ def main() -> None:
         run.warn(pretraining_warnings(epochs, len(data.classes)))
         save_model(artifacts.encoder(paths), encoder, arch, config=params.model_dump(), epochs=cfg.epochs)
         run.log_artifact(artifacts.encoder(paths))
-    write_json(artifacts.metrics(paths, "pretrain"), epochs[-1][0])
+    write_json(artifacts.metrics(paths, "pretrain"), epochs[-1][0] if epochs else {})
     write_csv(artifacts.plot(paths, "pretrain"), epoch_table(epochs))
     resume.clear()
 

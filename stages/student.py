@@ -18,8 +18,8 @@ def main() -> None:
     table = read_training_table(artifacts.pseudo_labels(paths, round_name))
     inputs = [artifacts.manifest(paths), artifacts.pseudo_labels(paths, round_name), artifacts.encoder(paths),
               artifacts.round_model(paths, prev)]  # fmt: skip
-    model = build_student(cfg=cfg, channels=params.data.channels, num_classes=len(data.classes),
-                          stats=data.stats, encoder_file=inputs[2], previous_file=inputs[3])  # fmt: skip
+    model = build_student(cfg=cfg, num_classes=len(data.classes), stats=data.stats, encoder_file=inputs[2],
+                          previous_file=inputs[3])  # fmt: skip
 
     def train(setup) -> None:
         pseudo = training_targets(table, data.classes, cfg.hard_labels)

@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NO_OUTPUT_EFFECT = {"pipeline/tracking.py", "pipeline/serving.py", "pipeline/figures.py"}
 # Each module's layer; a module imports only from its own layer or those below.
 LAYERS = [
-    ["pipeline/config/", "pipeline/losses/", "pipeline/models.py", "pipeline/files.py",
-     "pipeline/schedules.py", "pipeline/metrics.py", "pipeline/checkpoint.py"],
+    ["pipeline/config/", "pipeline/losses/", "pipeline/backbones.py", "pipeline/models.py",
+     "pipeline/files.py", "pipeline/schedules.py", "pipeline/metrics.py", "pipeline/checkpoint.py"],
     ["pipeline/data/", "pipeline/runtime.py", "pipeline/compute.py", "pipeline/distributed.py",
      "pipeline/resume.py", "pipeline/augment.py", "pipeline/augment_batch.py", "pipeline/datasets.py",
      "pipeline/inference.py", "pipeline/artifacts.py"],

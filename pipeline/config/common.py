@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -22,6 +23,7 @@ class Paths(Section):
     test: str = Field(description="image folders data/test/<class>/*")
     analysis: str = Field(description="CSV path,label of unlabeled images: analysis only, never training")
     prepared: str = Field(description="manifest.parquet + images.npy + classes.json")
+    weights: str = Field(description="folder of pretrained weights files (model.weights); a dep of pretrain")
     encoder: str = Field(description="SSL-pretrained encoder")
     rounds: str = Field(description="one folder per round: r0 = teacher, r1.. = students")
     pseudolabels: str = Field(description="one parquet table per round")
@@ -34,11 +36,30 @@ class DataConfig(Section):
     channels: Literal[1, 3] = Field(description="1 = grayscale, 3 = RGB; every image is converted to this")
 
 
-class ModelConfig(Section):
-    """The CNN encoder: a stem and two residual stages, widths (w, 2w, 4w); features = 4w."""
+# pipeline.backbones, from the smallest to the largest
+Backbone = Literal["small_resnet", "wrn_28_2", "resnet18", "resnet34", "resnet50"]
 
-    width: int = Field(ge=MIN_WIDTH, le=512, description="at least MIN_WIDTH: see there why")
-    depth: int = Field(ge=1, le=8, description="residual blocks per stage")
+
+class ModelConfig(Section):
+    """The encoder of pretrain and the teacher: a backbone of pipeline.backbones by name."""
+
+    backbone: Backbone
+    stem: Literal["auto", "cifar", "imagenet"] = Field(
+        description="auto: imagenet with model.weights or images of 128 px and more, else cifar"
+    )
+    weights: str | None = Field(
+        description="a torchvision ResNet state dict on disk (resnet backbones); nothing is downloaded"
+    )
+    width: int = Field(ge=MIN_WIDTH, le=512, description="small_resnet: widths (w, 2w, 4w); >= MIN_WIDTH")
+    depth: int = Field(ge=1, le=8, description="small_resnet: residual blocks per stage")
+
+    @model_validator(mode="after")
+    def _weights_fit(self) -> ModelConfig:
+        if self.weights is not None and not self.backbone.startswith("resnet"):
+            raise ValueError(
+                f"model.weights: torchvision weights fit the resnet backbones, not {self.backbone}"
+            )
+        return self
 
 
 class CheckpointsConfig(Section):
@@ -87,6 +108,16 @@ class Common(StageParams):
     checkpoints: CheckpointsConfig
     compute: ComputeConfig
     rounds: dict[str, RoundConfig]
+
+    @model_validator(mode="after")
+    def _weights_tracked(self) -> Common:
+        weights = self.model.weights
+        if weights is not None and not Path(weights).is_relative_to(self.paths.weights):
+            raise ValueError(
+                f"model.weights: {weights} is not under paths.weights ({self.paths.weights}), the folder "
+                "DVC watches: put the file there so a new file reruns pretrain"
+            )
+        return self
 
     @model_validator(mode="after")
     def _rounds_chain(self) -> Common:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
 from pipeline.config.base import ConfigError, Section, merge, validate
-from pipeline.config.common import MIN_WIDTH, Common, ModelConfig
+from pipeline.config.common import MIN_WIDTH, Backbone, Common, ModelConfig
 
 
 class StrongAugment(Section):
@@ -27,8 +27,9 @@ class StudentConfig(Section):
     batch_unlabeled: int = Field(ge=1)
     lr: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
-    width: int = Field(ge=MIN_WIDTH, le=512, description="student width, >= model.width (Noisy Student)")
-    depth: int = Field(ge=1, le=8)
+    backbone: Backbone | None = Field(description="None: model.backbone; a larger one needs init: scratch")
+    width: int = Field(ge=MIN_WIDTH, le=512, description="small_resnet: >= model.width (Noisy Student)")
+    depth: int = Field(ge=1, le=8, description="small_resnet: >= model.depth")
     dropout: float = Field(ge=0, lt=1)
     stochastic_depth: float = Field(ge=0, lt=1, description="drop probability of the last residual block")
     init: Literal["ssl", "previous", "scratch"]
@@ -43,13 +44,22 @@ class StudentConfig(Section):
 
 
 def check_student_arch(student: StudentConfig, model: ModelConfig, where: str) -> None:
-    if student.width < model.width or student.depth < model.depth:
+    """Noisy Student: the student is not smaller than the teacher, and copies its weights only when it has
+    the same architecture."""
+    backbone, sizes = student.backbone or model.backbone, get_args(Backbone)
+    if sizes.index(backbone) < sizes.index(model.backbone):
+        raise ConfigError(f"{where}.backbone {backbone} is smaller than model.backbone {model.backbone}")
+    small = backbone == model.backbone == "small_resnet"
+    if small and (student.width < model.width or student.depth < model.depth):
         raise ConfigError(f"{where}.width/depth must be >= model.width/depth: the student is not smaller")
-    if student.init != "scratch" and (student.width, student.depth) != (model.width, model.depth):
+    same = backbone == model.backbone and (
+        not small or (student.width, student.depth) == (model.width, model.depth)
+    )
+    if student.init != "scratch" and not same:
         raise ConfigError(
-            f"{where}.init={student.init} copies weights of the model.width/depth architecture "
-            f"({model.width}/{model.depth}), but the student is {student.width}/{student.depth}; "
-            "use init: scratch for a larger student"
+            f"{where}.init={student.init} copies the weights of model's {model.backbone} "
+            f"({model.width}/{model.depth}), but the student is a larger {backbone} "
+            f"({student.width}/{student.depth}); use init: scratch for a larger student"
         )
 
 

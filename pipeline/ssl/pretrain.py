@@ -17,7 +17,7 @@ from pipeline.metrics import effective_rank, knn_accuracy
 from pipeline.models import Encoder
 from pipeline.runtime import LoopSetup
 from pipeline.schedules import warmup_cosine
-from pipeline.ssl.registry import build_method, method_config
+from pipeline.ssl.registry import NO_PRETRAINING, build_method, method_config
 from pipeline.ssl.views import ssl_view
 from pipeline.training.loop import Resumable, on_device, run_steps, sgd
 
@@ -120,6 +120,9 @@ def pretrain(
     CPU, then copied); the encoder is back on the CPU when it returns.
     """
     image_size, seed, compute = setup.image_size, setup.seed, setup.compute
+    if cfg.method == NO_PRETRAINING:  # the encoder as built: model.weights, or at random
+        with on_device([encoder], compute):
+            return [(monitor_encoder(encoder, images, monitor, compute), 0)] if monitor else []
     batch = min(cfg.batch_size, len(index))
     if batch < 2:
         raise ValueError(f"pretrain needs at least 2 images, found {len(index)}")

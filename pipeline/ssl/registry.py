@@ -24,6 +24,7 @@ from pipeline.ssl.methods import (
 )
 from pipeline.ssl.methods.base import Shapes, SSLMethod
 
+NO_PRETRAINING = "none"  # pretrain.method: keep the encoder as built (model.weights, or at random)
 METHODS: dict[str, ModuleType] = {
     "simclr": simclr,
     "moco": moco,
@@ -42,9 +43,8 @@ def method_config(cfg: PretrainConfig, name: str | None = None) -> MethodSection
     """The validated settings of method `name` (default: `cfg.method`) from `pretrain.methods.<name>`."""
     name = name or cfg.method
     if name not in METHODS:
-        raise ConfigError(
-            f"invalid params.yaml:\n  pretrain.method: '{name}' is not one of {', '.join(METHODS)}"
-        )
+        raise ConfigError(f"invalid params.yaml:\n  pretrain.method: '{name}' is not one of "
+                          f"{', '.join(METHODS)} or {NO_PRETRAINING}")  # fmt: skip
     if name not in cfg.methods:
         raise ConfigError(
             f"invalid params.yaml:\n  pretrain.methods.{name}: missing (the chosen method's settings)"
@@ -55,12 +55,20 @@ def method_config(cfg: PretrainConfig, name: str | None = None) -> MethodSection
 def check_methods(cfg: PretrainConfig) -> None:
     """Validate the chosen method and every method section present; ConfigError naming the key otherwise."""
     for name in cfg.methods:
+        if name == NO_PRETRAINING and not cfg.methods[name]:
+            continue
         if name not in METHODS:
             raise ConfigError(
                 f"invalid params.yaml:\n  pretrain.methods.{name}: not a method ({', '.join(METHODS)})"
             )
         method_config(cfg, name)
-    method_config(cfg)
+    if cfg.method != NO_PRETRAINING:
+        method_config(cfg)
+
+
+def method_settings(cfg: PretrainConfig) -> dict:
+    """The chosen method's settings as logged: {method: settings}, {} without pretraining."""
+    return {} if cfg.method == NO_PRETRAINING else {cfg.method: method_config(cfg).model_dump()}
 
 
 def build_method(cfg: PretrainConfig, encoder: Encoder, channels: int, steps_per_epoch: int) -> SSLMethod:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,24 +28,19 @@ from pipeline.training.loop import Resumable, on_device, run_steps, sgd
 
 
 def build_student(
-    *,
-    cfg: StudentConfig,
-    channels: int,
-    num_classes: int,
-    stats: dict,
-    encoder_file: Path,
-    previous_file: Path,
+    *, cfg: StudentConfig, num_classes: int, stats: dict, encoder_file: Path, previous_file: Path
 ) -> Classifier:
     """The student of `cfg`'s architecture (its noise: dropout, stochastic depth), initialised by `cfg.init`:
     from the round's teacher (`previous`), from the SSL encoder with a new head (`ssl`), or at random
-    (`scratch`). Its architecture is `model.arch`."""
-    arch = Architecture(
-        channels=channels, width=cfg.width, depth=cfg.depth, num_classes=num_classes, dropout=cfg.dropout,
-        stochastic_depth=cfg.stochastic_depth,
+    (`scratch`). Its backbone is `cfg.backbone` (None: the encoder's), with the encoder's channels, stem."""
+    encoder, ckpt = load_encoder(encoder_file)
+    base = Architecture(**ckpt["arch"])
+    arch = replace(
+        base, backbone=cfg.backbone or base.backbone, width=cfg.width, depth=cfg.depth,
+        num_classes=num_classes, dropout=cfg.dropout, stochastic_depth=cfg.stochastic_depth,
     )  # fmt: skip
     model = build_classifier(arch, stats["mean"], stats["std"])
     if cfg.init == "ssl":
-        encoder, _ = load_encoder(encoder_file)
         model.encoder.load_state_dict(encoder.state_dict())
     elif cfg.init == "previous":
         previous, _ = load_classifier(previous_file)

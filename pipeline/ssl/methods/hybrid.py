@@ -35,12 +35,15 @@ class Hybrid(SSLMethod):
     and NT-Xent between the two views, combined by a fixed rule, a warm-up of the contrastive term, or learned
     uncertainty weights (one log-variance per loss)."""
 
-    def __init__(self, cfg: Config, feature_dim: int, channels: int, dim: int, steps_per_epoch: int):
+    def __init__(self, cfg: Config, shapes: Shapes):
         super().__init__()
-        self.cfg, self.head = cfg, mlp(feature_dim, feature_dim, dim)
-        self.mim = MaskedImageModel(feature_dim, channels, cfg.mask_ratio, cfg.patch)
+        feature_dim, self.cfg = shapes.features, cfg
+        self.head = mlp(feature_dim, feature_dim, shapes.dim)
+        self.mim = MaskedImageModel(
+            feature_dim, shapes.encoder.stride, shapes.channels, cfg.mask_ratio, cfg.patch
+        )
         self.log_variances = nn.Parameter(torch.zeros(2))  # used by the uncertainty rule only
-        self.warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+        self.warmup_steps = round(cfg.warmup_epochs * shapes.steps_per_epoch)
 
     def loss(self, encoder, views, step):
         cfg = self.cfg
@@ -61,4 +64,4 @@ class Hybrid(SSLMethod):
 
 
 def build(cfg: Config, shapes: Shapes) -> Hybrid:
-    return Hybrid(cfg, shapes.features, shapes.channels, shapes.dim, shapes.steps_per_epoch)
+    return Hybrid(cfg, shapes)

@@ -14,13 +14,14 @@ from pipeline.ssl.methods.base import Shapes, SSLMethod
 
 class Config(MethodSection):
     mask_ratio: float = Field(gt=0, lt=1)
-    patch: int = Field(ge=1, description="side of a masked square, pixels; must divide image_size / 4 * 4")
+    patch: int = Field(ge=1, description="side of a masked square, pixels")
 
 
 class PixelDecoder(nn.Module):
-    """SimMIM's light decoder for a CNN: 1x1 conv to C * 4 * 4 values per cell, pixel-shuffled to H x W."""
+    """SimMIM's light decoder for a CNN: 1x1 conv to C * stride^2 values per cell of the encoder's feature
+    map, pixel-shuffled back to the image's resolution."""
 
-    def __init__(self, feature_dim: int, channels: int, stride: int = 4):
+    def __init__(self, feature_dim: int, channels: int, stride: int):
         super().__init__()
         self.proj = nn.Conv2d(feature_dim, channels * stride * stride, 1)
         self.shuffle = nn.PixelShuffle(stride)
@@ -32,11 +33,11 @@ class PixelDecoder(nn.Module):
 class MaskedImageModel(nn.Module):
     """Masks square patches of the (normalized) input with a learned token and reconstructs them."""
 
-    def __init__(self, feature_dim: int, channels: int, mask_ratio: float, patch: int):
+    def __init__(self, feature_dim: int, stride: int, channels: int, mask_ratio: float, patch: int):
         super().__init__()
         self.mask_ratio, self.patch = mask_ratio, patch
         self.mask_token = nn.Parameter(torch.zeros(1, channels, 1, 1))
-        self.decoder = PixelDecoder(feature_dim, channels)
+        self.decoder = PixelDecoder(feature_dim, channels, stride)
         self.generator = torch.Generator().manual_seed(0)
 
     def get_extra_state(self) -> torch.Tensor:  # the mask generator's state goes into state_dict()
@@ -60,13 +61,13 @@ class MaskedImageModel(nn.Module):
 class SimMIM(SSLMethod):
     n_views = 1
 
-    def __init__(self, cfg: Config, feature_dim: int, channels: int):
+    def __init__(self, cfg: Config, feature_dim: int, stride: int, channels: int):
         super().__init__()
-        self.mim = MaskedImageModel(feature_dim, channels, cfg.mask_ratio, cfg.patch)
+        self.mim = MaskedImageModel(feature_dim, stride, channels, cfg.mask_ratio, cfg.patch)
 
     def loss(self, encoder, views, step):
         return self.mim.loss(encoder, views[0]), {}
 
 
 def build(cfg: Config, shapes: Shapes) -> SimMIM:
-    return SimMIM(cfg, shapes.features, shapes.channels)
+    return SimMIM(cfg, shapes.features, shapes.encoder.stride, shapes.channels)
