@@ -73,7 +73,13 @@ def scratch_teacher(params: Params, store: Prepared, steps: int, lr: float) -> f
     arch = Architecture(params.data.channels, params.model.width, params.model.depth, len(store.classes))
     model = build_classifier(arch, store.stats["mean"], store.stats["std"])
     cfg = params.teacher.model_copy(
-        update={"encoder_lr_scale": 1.0, "freeze_encoder_below": 0, "steps": steps, "lr": lr}
+        update={
+            "encoder_lr_scale": 1.0,
+            "freeze_encoder_below": 0,
+            "min_steps": steps,
+            "max_steps": steps,
+            "lr": lr,
+        }
     )
     fit_teacher(
         model=model,

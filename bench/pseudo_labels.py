@@ -48,8 +48,8 @@ from pipeline.data.store import load_prepared  # noqa: E402
 KNOWN = CLASSES[:6]
 QUICK = {  # a smoke run of the script itself, not a measurement
     "pretrain": {"epochs": 1},
-    "teacher": {"steps": 30},
-    "student": {"steps": 30},
+    "teacher": {"min_steps": 30, "max_steps": 30},
+    "student": {"min_steps": 30, "max_steps": 30},
 }
 
 
@@ -263,7 +263,7 @@ def main() -> None:
     args = parser.parse_args()
     command = " ".join(["python bench/pseudo_labels.py", *shown_args(sys.argv[1:])])
     if args.quick:  # the supervised reference too
-        args.scratch_steps = min(args.scratch_steps, QUICK["teacher"]["steps"])
+        args.scratch_steps = min(args.scratch_steps, QUICK["teacher"]["max_steps"])
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     ood_default = base["pseudolabel"]["ood"]["method"]
 

@@ -71,7 +71,8 @@ def size_params(out: Path, n: int) -> Path:
     params["checkpoints"]["dir"] = str(out / ".checkpoints")
     params["rounds"] = {"r1": {"prev": TEACHER_ROUND}}
     params["mlflow"]["experiment"] = "scale-benchmark"
-    params["student"]["steps"] = math.ceil(n / params["student"]["batch_unlabeled"])
+    one_pass = math.ceil(n / params["student"]["batch_unlabeled"])  # one pass over the pool
+    params["student"].update(epochs=1, min_steps=one_pass, max_steps=one_pass)
     path = out / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -124,7 +125,7 @@ def measure(n: int, args, train: tuple[np.ndarray, np.ndarray]) -> dict:
     random_models(params_file)
     result["pseudolabel"] = run_stage(["pseudolabel", "--round", "r1"], params_file, env)
     result["student"] = run_stage(["student", "--round", "r1"], params_file, env)
-    result["student"]["steps"] = load_params(params_file).student.steps
+    result["student"]["steps"] = load_params(params_file).student.max_steps
     result["store_mib"] = (out / "prepared" / "images.npy").stat().st_size / 2**20
     print(json.dumps(result), flush=True)
     if not args.keep:

@@ -99,7 +99,7 @@ def student_pseudo(store, num_classes: int) -> PseudoLabeled:
 
 def measure_student(params_file: Path, steps: int) -> dict:
     params, store, cfg, arch = setup(params_file)
-    cfg = cfg.model_copy(update={"steps": steps})
+    cfg = cfg.model_copy(update={"min_steps": steps, "max_steps": steps})
     pseudo = student_pseudo(store, arch.num_classes)
     model = build_classifier(arch, store.stats["mean"], store.stats["std"])
     start = time.perf_counter()
@@ -169,7 +169,7 @@ def bare_classifier_loop(model: torch.nn.Module, batch: int, params, steps: int)
 def measure_teacher(params_file: Path, steps: int) -> dict:
     """fit_teacher as the stage runs it on the store's labeled images (weak augmentation image by image)."""
     params, store, _, _ = setup(params_file)
-    cfg = params.teacher.model_copy(update={"steps": steps})
+    cfg = params.teacher.model_copy(update={"min_steps": steps, "max_steps": steps})
     arch = Architecture(params.data.channels, params.model.width, params.model.depth, len(store.classes))
     model = build_classifier(arch, store.stats["mean"], store.stats["std"])
     labeled = store.split("labeled")

@@ -31,7 +31,7 @@ def main() -> None:
             setup=loop_setup(params, resume, run.log),
         )  # fmt: skip
         run.warn(pretraining_warnings(epochs, len(data.classes)))
-        save_model(artifacts.encoder(paths), encoder, arch, config=params.model_dump(), epochs=cfg.epochs)
+        save_model(artifacts.encoder(paths), encoder, arch, config=params.model_dump())
         run.log_artifact(artifacts.encoder(paths))
     write_json(artifacts.metrics(paths, "pretrain"), epochs[-1][0] if epochs else {})
     write_csv(artifacts.plot(paths, "pretrain"), epoch_table(epochs))

@@ -12,10 +12,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "data"
 
 TINY = {  # small enough for seconds per stage on 2 CPU cores
-    "pretrain": {"epochs": 2, "batch_size": 64, "knn_test_images": 50},
-    "teacher": {"steps": 60, "batch_size": 16},
+    "pretrain": {"epochs": 2, "min_steps": 1, "batch_size": 64, "knn_test_images": 50},
+    "teacher": {"min_steps": 60, "max_steps": 60, "batch_size": 16},
     "pseudolabel": {"threshold": 0.15},
-    "student": {"steps": 15, "batch_labeled": 8, "batch_unlabeled": 24},
+    "student": {"min_steps": 15, "max_steps": 15, "batch_labeled": 8, "batch_unlabeled": 24},
     "rounds": {"r1": {"prev": "r0"}},
 }
 

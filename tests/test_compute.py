@@ -43,7 +43,7 @@ def train_teacher(compute: Compute) -> tuple[torch.nn.Module, np.ndarray, Split]
     seed_everything(0)
     model = build_classifier(Architecture(channels=1, width=8, depth=1, num_classes=3))
     cfg = PARAMS.teacher.model_copy(
-        update={"steps": 40, "batch_size": 12, "lr": 0.1, "freeze_encoder_below": 0}
+        update={"min_steps": 40, "max_steps": 40, "batch_size": 12, "lr": 0.1, "freeze_encoder_below": 0}
     )
     setup = LoopSetup(image_size=28, seed=0, log=lambda metrics, step: None, compute=compute)
     fit_teacher(model=model, images=images, labeled=split, cfg=cfg, setup=setup)

@@ -54,13 +54,13 @@ def test_invalid_params_name_the_key(tmp_path, change, message):
 def test_round_overrides_are_merged_and_validated(tmp_path):
     rounds = {
         "r1": {"prev": "r0"},
-        "r2": {"prev": "r1", "pseudolabel": {"threshold": 0.9}, "student": {"steps": 7}},
+        "r2": {"prev": "r1", "pseudolabel": {"threshold": 0.9}, "student": {"min_steps": 5, "max_steps": 7}},
     }
     params = load_params(write_params(tmp_path, rounds=rounds))
     pl1, st1 = params.round_config("r1")
     pl2, st2 = params.round_config("r2")
     assert (pl1.threshold, pl2.threshold) == (params.pseudolabel.threshold, 0.9)
-    assert (st2.steps, st2.dropout) == (7, params.student.dropout)
+    assert (st2.min_steps, st2.max_steps, st2.dropout) == (5, 7, params.student.dropout)
     bad = load_params(write_params(tmp_path, rounds={"r1": {"prev": "r0", "student": {"dropout": 2}}}))
     with pytest.raises(ConfigError, match=r"rounds\.r1\.student\.dropout"):
         bad.round_config("r1")

@@ -14,7 +14,8 @@ from pipeline.distributed import World, shard_order
 from pipeline.inference import predict
 
 # Teacher and student steps long enough for the accuracy to settle; batch sizes divisible by 2 processes.
-SETTINGS = {"teacher": {"steps": 60, "batch_size": 16}, "student": {"steps": 90}}
+SETTINGS = {"teacher": {"min_steps": 60, "max_steps": 60, "batch_size": 16},
+            "student": {"min_steps": 90, "max_steps": 90}}  # fmt: skip
 # On the shapes data (tests/shapes.py, 4 classes, 160 test images) one process scores teacher 94.8 +- 3.1 %
 # and student 99.3 +- 0.7 % across 5 seeds, and two processes land 0 to +1.9 points from one
 # (docs/distributed.md, `python bench/distributed.py`): twice the teacher's seed-to-seed spread.

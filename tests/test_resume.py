@@ -75,7 +75,13 @@ def every_step(point, log) -> LoopSetup:
 @pytest.mark.slow
 def test_teacher_resumed_after_an_interruption_matches_an_unbroken_run(images, tmp_path):
     cfg = PARAMS.teacher.model_copy(
-        update={"steps": 12, "batch_size": 4, "encoder_lr_scale": 1.0, "freeze_encoder_below": 0}
+        update={
+            "min_steps": 12,
+            "max_steps": 12,
+            "batch_size": 4,
+            "encoder_lr_scale": 1.0,
+            "freeze_encoder_below": 0,
+        }
     )
     arch = Architecture(channels=1, width=8, depth=1, num_classes=3, dropout=0.3)
 
@@ -97,7 +103,8 @@ def test_student_resumed_after_an_interruption_matches_an_unbroken_run(images, t
     strong = PARAMS.student.strong.model_copy(update={"backend": backend})
     cfg = PARAMS.student.model_copy(
         update={
-            "steps": 12,
+            "min_steps": 12,
+            "max_steps": 12,
             "batch_labeled": 4,
             "batch_unlabeled": 8,
             "width": 8,
@@ -159,7 +166,14 @@ def test_a_resume_point_of_another_key_is_ignored(tmp_path):
 
 def test_a_diverging_loss_names_epoch_and_step_and_keeps_the_last_resume_point(images, tmp_path):
     cfg = PARAMS.teacher.model_copy(
-        update={"steps": 40, "batch_size": 4, "lr": 1e6, "encoder_lr_scale": 1.0, "freeze_encoder_below": 0}
+        update={
+            "min_steps": 40,
+            "max_steps": 40,
+            "batch_size": 4,
+            "lr": 1e6,
+            "encoder_lr_scale": 1.0,
+            "freeze_encoder_below": 0,
+        }
     )
     point = ResumePoint(tmp_path, "teacher", key="k", every=1)
     with pytest.raises(TrainingDiverged, match=r"teacher: loss .* at epoch \d+, step (\d+)") as err:
@@ -184,7 +198,8 @@ def test_a_loader_worker_process_gives_the_same_training_as_augmenting_in_proces
     for workers in (0, 1):
         cfg = PARAMS.student.model_copy(
             update={
-                "steps": 6,
+                "min_steps": 6,
+                "max_steps": 6,
                 "batch_labeled": 4,
                 "batch_unlabeled": 8,
                 "loader_workers": workers,

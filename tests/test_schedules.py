@@ -1,7 +1,9 @@
 import math
 
 import pytest
+from pydantic import ValidationError
 
+from pipeline.config.base import TrainingLength
 from pipeline.schedules import linear_ramp, warmup_cosine
 
 
@@ -36,3 +38,12 @@ def test_linear_ramp_rises_to_final_and_stays():
 @pytest.mark.parametrize("ramp_steps", [0, -3])
 def test_linear_ramp_of_no_steps_is_final_at_once(ramp_steps):
     assert linear_ramp(0, ramp_steps, final=0.3) == 0.3
+
+
+def test_training_length_is_epochs_within_the_floor_and_the_cap():
+    length = TrainingLength(epochs=5, min_steps=100, max_steps=400)
+    assert length.total_steps(images=1_250, batch=224) == 100  # 28 steps of epochs: the floor
+    assert length.total_steps(images=10_000, batch=224) == 224  # ceil(5 * 10 000 / 224)
+    assert length.total_steps(images=20_000, batch=224) == 400  # 447: the cap
+    with pytest.raises(ValidationError, match="min_steps 9 > max_steps 8"):
+        TrainingLength(epochs=1, min_steps=9, max_steps=8)

@@ -47,8 +47,8 @@ def test_tta_averages_augmented_views_repeatably(model_and_images):
 )
 def test_the_teacher_freezes_its_encoder_only_with_few_labels_per_class(labels, scale, below, frozen):
     cfg = TeacherConfig(
-        steps=1, batch_size=1, lr=0.1, encoder_lr_scale=scale, freeze_encoder_below=below,
-        weight_decay=0.0, dropout=0.0,
+        epochs=1, min_steps=1, max_steps=1, batch_size=1, lr=0.1, encoder_lr_scale=scale,
+        freeze_encoder_below=below, weight_decay=0.0, dropout=0.0,
     )  # fmt: skip
     assert encoder_frozen(cfg, np.arange(labels) % 10, num_classes=10) is frozen
 

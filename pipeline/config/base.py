@@ -8,11 +8,12 @@ are rejected. `python -m pipeline check` validates every section at once.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 SECTIONS = (
     "seed", "paths", "data", "model", "mlflow", "checkpoints", "compute",
@@ -26,6 +27,25 @@ class ConfigError(ValueError):
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainingLength(Section):
+    """How long a loop trains: `epochs` passes over its images, at least `min_steps` (few images still train
+    long enough) and at most `max_steps` (many images train no longer)."""
+
+    epochs: float = Field(gt=0, description="passes over the loop's images")
+    min_steps: int = Field(ge=1, description="the floor, in steps")
+    max_steps: int = Field(ge=1, description="the cap, in steps")
+
+    @model_validator(mode="after")
+    def _floor_below_cap(self) -> TrainingLength:
+        if self.min_steps > self.max_steps:
+            raise ValueError(f"min_steps {self.min_steps} > max_steps {self.max_steps}")
+        return self
+
+    def total_steps(self, images: int, batch: int) -> int:
+        """ceil(epochs * images / batch), clipped to [min_steps, max_steps]."""
+        return min(max(math.ceil(self.epochs * images / batch), self.min_steps), self.max_steps)
 
 
 class StageParams(Section):

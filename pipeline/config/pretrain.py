@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from pipeline.config.base import Section
+from pipeline.config.base import Section, TrainingLength
 from pipeline.config.common import Common
 
 
@@ -44,9 +44,11 @@ class MethodSection(Section):
     lr_scale: float = Field(gt=0, description="the method trains at pretrain.lr * lr_scale")
 
 
-class PretrainConfig(Section):
-    method: str = Field(description="a method of pipeline.ssl.registry, e.g. simclr or vicreg")
-    epochs: int = Field(ge=1)
+class PretrainConfig(TrainingLength):
+    """Length: passes over labeled + unlabeled images, whole epochs (the kNN monitor and resume points run
+    at their end)."""
+
+    method: str = Field(description="a method of pipeline.ssl.registry, e.g. simclr or vicreg, or none")
     batch_size: int = Field(ge=2)
     lr: float = Field(gt=0, description="peak learning rate per 256 images (SGD, cosine schedule)")
     weight_decay: float = Field(ge=0)

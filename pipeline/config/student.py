@@ -6,7 +6,7 @@ from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
-from pipeline.config.base import ConfigError, Section, merge, validate
+from pipeline.config.base import ConfigError, Section, TrainingLength, merge, validate
 from pipeline.config.common import MIN_WIDTH, Backbone, Common, ModelConfig
 
 
@@ -21,8 +21,9 @@ class StrongAugment(Section):
     )
 
 
-class StudentConfig(Section):
-    steps: int = Field(ge=1)
+class StudentConfig(TrainingLength):
+    """Length: passes over the round's pseudo-labeled images."""
+
     batch_labeled: int = Field(ge=1)
     batch_unlabeled: int = Field(ge=1)
     lr: float = Field(gt=0)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from pipeline.config.base import Section
+from pipeline.config.base import TrainingLength
 from pipeline.config.common import Common
 
 
-class TeacherConfig(Section):
-    steps: int = Field(ge=1)
+class TeacherConfig(TrainingLength):
+    """Length: passes over the labeled images."""
+
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0)
     encoder_lr_scale: float = Field(ge=0, description="encoder lr = lr * this; 0 freezes the encoder")

@@ -127,6 +127,8 @@ def pretrain(
     if batch < 2:
         raise ValueError(f"pretrain needs at least 2 images, found {len(index)}")
     steps_per_epoch = len(index) // batch
+    # whole epochs, as near to the section's length (epochs within [min_steps, max_steps]) as they come
+    epochs = max(1, round(cfg.total_steps(len(index), batch) / steps_per_epoch))
     method = build_method(cfg, encoder, images.shape[-1], steps_per_epoch)
     settings = method_config(cfg)
     with on_device([encoder, method], compute):
@@ -136,7 +138,7 @@ def pretrain(
         channels = images.shape[-1]
         transforms = [ssl_view(settings.views, image_size, seed + v, channels) for v in range(method.n_views)]
         views = Views(images, index, transforms)
-        total = cfg.epochs * steps_per_epoch
+        total = epochs * steps_per_epoch
         warmup = min(steps_per_epoch, total // 10)
         modules = {"encoder": encoder, "method": method, "optimizer": opt}
         session = Resumable(setup.resume, modules, transforms, setup.log)
@@ -158,13 +160,13 @@ def pretrain(
             session.history(monitor_encoder(encoder, images, monitor, compute), 0)
         rows = session.history.rows
         initial = rows[0][0] if rows and rows[0][1] == 0 else None
-        for epoch in range(session.start, cfg.epochs):
+        for epoch in range(session.start, epochs):
             encoder.train()
             method.train()
             epoch_logs.clear()
 
             last = run_steps(
-                stage=f"pretrain ({cfg.method})", desc=f"{cfg.method} {epoch + 1}/{cfg.epochs}",
+                stage=f"pretrain ({cfg.method})", desc=f"{cfg.method} {epoch + 1}/{epochs}",
                 batches=epoch_loader(views, batch, seed + epoch, compute.pin_memory),
                 start=epoch * steps_per_epoch, end=(epoch + 1) * steps_per_epoch, optimizer=opt,
                 lr=lambda i: warmup_cosine(i, total, peak, warmup_steps=warmup), step=step,
@@ -177,7 +179,7 @@ def pretrain(
                 summary.update(monitor_encoder(encoder, images, monitor, compute))
                 check_collapse(summary, epoch + 1, initial)
             session.history(summary, epoch + 1)
-            session.save(epoch + 1, cfg.epochs)
+            session.save(epoch + 1, epochs)
     return session.history.rows
 
 

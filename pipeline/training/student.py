@@ -133,6 +133,7 @@ def fit_student(
     image_size, seed, world, compute = setup.image_size, setup.seed, setup.world, setup.compute
     if len(pseudo.index) == 0:
         raise ValueError("student: no unlabeled image passed the OOD filter; nothing to train on")
+    steps = cfg.total_steps(len(pseudo.index), cfg.batch_unlabeled)
     with on_device([model], compute):
         groups = [{"params": list(m.parameters()), "lr_scale": 1.0} for m in (model.head, model.encoder)]
         opt = sgd(groups, cfg.lr, cfg.weight_decay)
@@ -149,16 +150,16 @@ def fit_student(
             "pin_memory": compute.pin_memory,
         }  # fmt: skip
         lab_loader = endless_loader(
-            lab, cfg.batch_labeled, cfg.steps * cfg.batch_labeled, seed, session.start,
+            lab, cfg.batch_labeled, steps * cfg.batch_labeled, seed, session.start,
             key="student.batch_labeled", **loader_args,
         )  # fmt: skip
         unl_loader = endless_loader(
-            unl, cfg.batch_unlabeled, cfg.steps * cfg.batch_unlabeled, seed + 1, session.start,
+            unl, cfg.batch_unlabeled, steps * cfg.batch_unlabeled, seed + 1, session.start,
             key="student.batch_unlabeled", **loader_args,
         )  # fmt: skip
         batches = zip(lab_loader, unl_loader, strict=True)  # creates both iterators (and workers), in order
         session.restore()
-        ramp = round(cfg.entropy_warmup * cfg.steps)
+        ramp = round(cfg.entropy_warmup * steps)
         model.train()
         # find_unused: a block that stochastic depth dropped in a step gets no gradient in it
         net = compute.compiled(wrap(model, world, seed, find_unused=cfg.stochastic_depth > 0))
@@ -186,11 +187,11 @@ def fit_student(
 
         def after_step(i: int, batch) -> None:  # the generators as they were after this batch
             (_, lab_state), (_, unl_state) = batch
-            session.save(i + 1, cfg.steps, lab_state + unl_state)
+            session.save(i + 1, steps, lab_state + unl_state)
 
         return run_steps(
-            stage="student", desc="student", batches=waiting, start=session.start, end=cfg.steps,
-            optimizer=opt, lr=lambda i: warmup_cosine(i, cfg.steps, cfg.lr, warmup_steps=cfg.steps // 20),
+            stage="student", desc="student", batches=waiting, start=session.start, end=steps,
+            optimizer=opt, lr=lambda i: warmup_cosine(i, steps, cfg.lr, warmup_steps=steps // 20),
             step=step, epoch=lambda i: 1 + i * cfg.batch_labeled // len(lab), record=session.history,
             log_every=setup.log_every, after_step=after_step,
         )  # fmt: skip

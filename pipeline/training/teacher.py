@@ -38,6 +38,7 @@ def fit_teacher(
     On `setup.compute`'s device and precision; the model is back on the CPU when it returns."""
     image_size, seed, world, compute = setup.image_size, setup.seed, setup.world, setup.compute
     frozen = encoder_frozen(cfg, labeled.labels, model.arch.num_classes)
+    steps = cfg.total_steps(len(labeled.index), cfg.batch_size)
     with on_device([model], compute):
         model.encoder.requires_grad_(not frozen)
         groups = [{"params": list(model.head.parameters()), "lr_scale": 1.0}]
@@ -48,7 +49,7 @@ def fit_teacher(
         data = ViewsWithArrays(Views(images, labeled.index, [weak]), label=labeled.labels)
         session = Resumable(setup.resume, {"model": model, "optimizer": opt}, [weak], setup.log)
         loader = endless_loader(
-            data, cfg.batch_size, cfg.steps * cfg.batch_size, seed, session.start, world,
+            data, cfg.batch_size, steps * cfg.batch_size, seed, session.start, world,
             key="teacher.batch_size", pin_memory=compute.pin_memory,
         )  # fmt: skip
         batches = iter(loader)
@@ -65,10 +66,10 @@ def fit_teacher(
             return F.cross_entropy(logits.float(), arrays["label"]), {}
 
         last = run_steps(
-            stage="teacher", desc="teacher", batches=batches, start=session.start, end=cfg.steps,
-            optimizer=opt, lr=lambda i: warmup_cosine(i, cfg.steps, cfg.lr, warmup_steps=cfg.steps // 20),
+            stage="teacher", desc="teacher", batches=batches, start=session.start, end=steps,
+            optimizer=opt, lr=lambda i: warmup_cosine(i, steps, cfg.lr, warmup_steps=steps // 20),
             step=step, epoch=lambda i: 1 + i * cfg.batch_size // len(data), record=session.history,
-            log_every=setup.log_every, after_step=lambda i, _: session.save(i + 1, cfg.steps),
+            log_every=setup.log_every, after_step=lambda i, _: session.save(i + 1, steps),
         )  # fmt: skip
         model.encoder.requires_grad_(True)
     return last
