@@ -47,7 +47,8 @@ def _composes(transform: Any) -> list[Any]:
     """Every albumentations node of a Compose tree (each has its own generators), depth first."""
     nodes = [transform]
     for child in getattr(transform, "transforms", []):
-        nodes += _composes(child)
+        if hasattr(child, "random_generator"):  # a node; ColorJitter's `transforms` are plain functions
+            nodes += _composes(child)
     return nodes
 
 

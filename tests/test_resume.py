@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from pipeline.config.full import load_params
+from pipeline.config.pretrain import ViewPolicy
 from pipeline.data.store import Split
 from pipeline.models import Architecture, build_classifier, build_encoder
 from pipeline.pseudo.targets import PseudoLabeled
-from pipeline.resume import ResumePoint
+from pipeline.resume import ResumePoint, augmentation_state, set_augmentation_state
 from pipeline.runtime import LoopSetup, TrainingDiverged, seed_everything
 from pipeline.ssl.pretrain import pretrain
+from pipeline.ssl.views import ssl_view
 from pipeline.training.student import fit_student
 from pipeline.training.teacher import fit_teacher
 
@@ -218,3 +220,15 @@ def test_a_loader_worker_process_gives_the_same_training_as_augmenting_in_proces
         states.append(model.state_dict())
         assert 0 <= last["time/data_wait_share"] <= 1
     assert_same_state(*states)
+
+
+def test_the_generators_of_colour_views_are_saved_and_restored():
+    """ColorJitter keeps plain functions in its `transforms`: only albumentations nodes hold generators."""
+    policy = load_params(ROOT / "params.yaml").pretrain.methods["simclr"]["views"]
+    view = ssl_view(ViewPolicy(**policy), 16, seed=3, channels=3)
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    view(image=image)
+    state = augmentation_state([view])
+    first = [view(image=image)["image"] for _ in range(3)]
+    set_augmentation_state(state, [view])
+    assert all(np.array_equal(a, view(image=image)["image"]) for a in first)
