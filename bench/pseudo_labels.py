@@ -47,7 +47,7 @@ from pipeline.data.store import load_prepared  # noqa: E402
 
 KNOWN = CLASSES[:6]
 QUICK = {  # a smoke run of the script itself, not a measurement
-    "pretrain": {"epochs": 1},
+    "pretrain": {"epochs": 1, "min_steps": 1},
     "teacher": {"min_steps": 30, "max_steps": 30},
     "student": {"min_steps": 30, "max_steps": 30},
 }

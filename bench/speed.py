@@ -196,7 +196,7 @@ def measure_teacher_bare(params_file: Path, steps: int) -> dict:
 def measure_pretrain(params_file: Path, steps: int) -> dict:
     """pipeline.ssl.pretrain for one epoch of `steps` batches (views made image by image), no kNN monitor."""
     params, store, _, _ = setup(params_file)
-    cfg = params.pretrain.model_copy(update={"epochs": 1})
+    cfg = params.pretrain.model_copy(update={"epochs": 1, "min_steps": 1})
     arch = Architecture(params.data.channels, params.model.width, params.model.depth)
     encoder = build_encoder(arch, store.stats["mean"], store.stats["std"])
     index = store.split("unlabeled").index[: steps * cfg.batch_size]

@@ -134,7 +134,7 @@ def test_student_resumed_after_an_interruption_matches_an_unbroken_run(images, t
 def test_pretrain_resumed_after_an_interruption_matches_an_unbroken_run(images, tmp_path, method):
     """Every method's state comes back: MoCo's queue and pointer, momentum encoders, DINO's center, the
     masks' own generator of SimMIM and the hybrid, the hybrid's loss weights."""
-    cfg = PARAMS.pretrain.model_copy(update={"method": method, "epochs": 6, "batch_size": 16})
+    cfg = PARAMS.pretrain.model_copy(update={"method": method, "epochs": 6, "min_steps": 1, "batch_size": 16})
     arch = Architecture(channels=1, width=8, depth=1)
 
     def train(point, log):

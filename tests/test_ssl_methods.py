@@ -13,7 +13,14 @@ from pipeline.data.store import load_prepared
 from pipeline.models import Architecture, build_encoder
 from pipeline.runtime import LoopSetup, seed_everything
 from pipeline.ssl.methods.base import cosine_momentum, ema_update
-from pipeline.ssl.pretrain import CollapseError, KnnMonitor, check_collapse, pretrain, pretraining_warnings
+from pipeline.ssl.pretrain import (
+    CollapseError,
+    KnnMonitor,
+    check_collapse,
+    collapse_reason,
+    pretrain,
+    pretraining_warnings,
+)
 from pipeline.ssl.registry import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +39,7 @@ def store(tmp_path_factory):
 @pytest.mark.parametrize("method", list(METHODS))
 def test_method_trains_without_nan_and_moves_the_encoder(store, method):
     params = load_params(ROOT / "params.yaml")
-    cfg = params.pretrain.model_copy(update={"method": method, "epochs": 2, "batch_size": 32})
+    cfg = params.pretrain.model_copy(update={"method": method, "epochs": 2, "min_steps": 1, "batch_size": 32})
     seed_everything(0)
     encoder = build_encoder(Architecture(1, 8, 1), store.stats["mean"], store.stats["std"])
     before = [p.detach().clone() for p in encoder.parameters()]
@@ -68,25 +75,34 @@ def test_ema_update_and_momentum_schedule():
 
 
 def test_collapse_is_detected_with_a_clear_message():
-    check_collapse({"ssl/std_ratio": 0.6, "ssl/effective_rank": 20.0}, epoch=1)
-    with pytest.raises(CollapseError, match="collapsed at epoch 3"):
-        check_collapse({"ssl/std_ratio": 0.001, "ssl/effective_rank": 20.0}, epoch=3)
-    with pytest.raises(CollapseError, match="effective rank 1.10"):
-        check_collapse({"ssl/std_ratio": 0.6, "ssl/effective_rank": 1.1}, epoch=2)
+    assert collapse_reason({"ssl/std_ratio": 0.6, "ssl/effective_rank": 20.0}) is None
+    assert "std ratio 0.0010 < 0.0500" in collapse_reason(
+        {"ssl/std_ratio": 0.001, "ssl/effective_rank": 20.0}
+    )
+    assert "effective rank 1.10" in collapse_reason({"ssl/std_ratio": 0.6, "ssl/effective_rank": 1.1})
 
 
 def test_an_encoder_as_narrow_as_at_initialisation_has_not_collapsed_but_a_real_collapse_still_stops():
     """8x8 digits at random initialisation: every image maps to nearly one direction (std ratio 0.027), which
     is where training starts, not a collapse."""
     initial = {"ssl/std_ratio": 0.027, "ssl/effective_rank": 3.0}
-    check_collapse({"ssl/std_ratio": 0.03, "ssl/effective_rank": 3.5}, epoch=1, initial=initial)
-    with pytest.raises(CollapseError, match=r"std ratio 0.0020 < 0.0135"):
-        check_collapse({"ssl/std_ratio": 0.002, "ssl/effective_rank": 3.5}, epoch=4, initial=initial)
-    with pytest.raises(
-        CollapseError, match="std ratio 0.0400 < 0.0500"
-    ):  # a well-spread start: the floor holds
-        check_collapse({"ssl/std_ratio": 0.04, "ssl/effective_rank": 9.0}, epoch=2, initial={
-            "ssl/std_ratio": 0.8, "ssl/effective_rank": 20.0})  # fmt: skip
+    assert collapse_reason({"ssl/std_ratio": 0.03, "ssl/effective_rank": 3.5}, initial) is None
+    assert "std ratio 0.0020 < 0.0135" in collapse_reason({"ssl/std_ratio": 0.002, "ssl/effective_rank": 3.5},
+                                                          initial)  # fmt: skip
+    spread = {"ssl/std_ratio": 0.8, "ssl/effective_rank": 20.0}  # a well-spread start: the floor holds
+    assert "std ratio 0.0400 < 0.0500" in collapse_reason(
+        {"ssl/std_ratio": 0.04, "ssl/effective_rank": 9.0}, spread
+    )
+
+
+def test_a_dip_after_the_warm_up_that_recovers_is_no_collapse_but_one_that_stays_is():
+    dip = "std ratio 0.0266 < 0.0286"
+    check_collapse([None, dip], epoch=2, last=False)
+    check_collapse([None, dip, None], epoch=3, last=False)  # spread again: training goes on
+    with pytest.raises(CollapseError, match="collapsed at epoch 4: std ratio"):
+        check_collapse([None, dip, None, dip, dip], epoch=4, last=False)
+    with pytest.raises(CollapseError, match="collapsed at epoch 2"):  # no epoch left to recover in
+        check_collapse([None, dip], epoch=2, last=True)
 
 
 def test_pretraining_that_learned_nothing_about_the_classes_is_warned_about():
