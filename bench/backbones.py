@@ -8,7 +8,8 @@ auto` picks below 128 px):
   one random tensor (forward, cross-entropy, backward, SGD); their ratio is the loop's overhead.
 
 Each row runs in its own process, one after the other, on the device `--device` names (bf16 and
-torch.compile with --precision / --compile: the GPU rows).
+torch.compile with --precision / --compile: the GPU rows). Each device's rows are kept in
+docs/backbones_<device>.json; the doc shows every device on record.
 
     python bench/backbones.py
     python bench/backbones.py --steps 3 --doc /tmp/backbones.md          # quick
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -106,28 +108,38 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def markdown(rows: list[dict], args, command: str) -> str:
-    setup = f"torch {torch.__version__}, {args.device}, {args.precision}" + (
-        ", compiled" if args.compile else ""
-    )
-    lines = doc_header("Backbones: size and training speed", command, setup)
-    drop = load_params(ROOT / "params.yaml").student.stochastic_depth
-    lines += [
-        "The student loop (`fit_student`: strong augmentation of whole batches, dropout, stochastic depth "
-        f"{drop}, entropy term) against a bare loop of the same model on one random tensor, {args.labeled} "
-        f"labeled + {args.unlabeled} unlabeled images per step, {args.steps} steps after one of warm-up, the "
-        "cifar stem (`model.stem: auto` below 128 px). Parameters: the encoder, without the head.",
-        "",
-        "| backbone | parameters | px | channels | student loop img/s | bare loop img/s | loop / bare |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+def table(rows: list[dict], title: str) -> list[str]:
+    head = "| backbone | parameters | px | channels | student loop img/s | bare loop img/s | loop / bare |"
+    lines = [f"## {title}", "", head, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(
             f"| {r['backbone']} | {r['params'] / 1e6:.2f} M | {r['size']} | {r['channels']} | "
             f"{r['loop_images_per_s']:,.0f} | {r['bare_images_per_s']:,.0f} | "
             f"{r['loop_images_per_s'] / r['bare_images_per_s']:.2f} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines + [""]
+
+
+def markdown(runs: dict[str, dict], command: str) -> str:
+    """The doc from every run on record (docs/backbones_<device>.json): the CPU's and the GPU's."""
+    lines = doc_header("Backbones: size and training speed", command, "")
+    drop = load_params(ROOT / "params.yaml").student.stochastic_depth
+    lines += [
+        "The student loop (`fit_student`: strong augmentation of whole batches, dropout, stochastic depth "
+        f"{drop}, entropy term) against a bare loop of the same model and batch on one random tensor "
+        "(forward, cross-entropy, backward, SGD), after one step of warm-up; the cifar stem (`model.stem: "
+        "auto` below 128 px). Parameters: the encoder, without the head. Each row ran in its own process.",
+        "",
+    ]
+    for device, run in runs.items():
+        a = run["args"]
+        title = (f"{device}: {run['machine']}, {a['precision']}{', torch.compile' if a['compile'] else ''}, "
+                 f"{a['labeled']} + {a['unlabeled']} images per step, {a['steps']} steps")  # fmt: skip
+        lines += table(run["rows"], title)
+    if "cuda" not in runs:
+        lines += ["No GPU was lent to the session that measured this: the GPU rows (bf16, torch.compile) "
+                  "come from `bench/gpu.sh` on a GPU machine.", ""]  # fmt: skip
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -157,9 +169,16 @@ def main() -> None:
             r = rows[-1]
             print(f"{backbone} {size} px: loop {r['loop_images_per_s']:.0f} img/s, bare "
                   f"{r['bare_images_per_s']:.0f} img/s", flush=True)  # fmt: skip
-    (args.doc.with_suffix(".json")).write_text(json.dumps(rows, indent=1) + "\n")
+    machine = torch.cuda.get_device_name() if args.device == "cuda" else f"{os.cpu_count()} CPU cores"
+    run = {"args": {k: v for k, v in vars(args).items() if k not in ("doc", "row")}, "machine": machine,
+           "rows": rows}  # fmt: skip
+    args.doc.with_name(f"backbones_{args.device}.json").write_text(json.dumps(run, indent=1) + "\n")
+    runs = {
+        p.stem.split("_", 1)[1]: json.loads(p.read_text())
+        for p in sorted(args.doc.parent.glob("backbones_*.json"))
+    }
     command = "python bench/backbones.py " + " ".join(sys.argv[1:])
-    write_doc(args.doc, markdown(rows, args, command.strip()))
+    write_doc(args.doc, markdown(runs, command.strip()))
 
 
 if __name__ == "__main__":

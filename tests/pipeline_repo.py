@@ -43,7 +43,7 @@ def make_repo(
     `data` (default: the committed fixture) into `repo`, `git init` + `dvc init` + `dvc add` the data and
     commit. Returns the environment to run in."""
     repo.mkdir(parents=True)
-    for name in ("pipeline", "stages"):
+    for name in ("pipeline", "stages", "weights"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", repo)
     params = merge(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY), overrides)

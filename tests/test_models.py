@@ -6,7 +6,8 @@ import torch
 from pipeline.backbones import BACKBONES, DropPath
 from pipeline.checkpoint import load_classifier
 from pipeline.config.base import ConfigError
-from pipeline.models import Architecture, build_classifier, build_encoder, load_weights
+from pipeline.config.common import ModelConfig
+from pipeline.models import Architecture, build_classifier, build_encoder, initial_encoder, load_weights
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints"
 FEATURES = {"small_resnet": 32, "wrn_28_2": 128, "resnet18": 512, "resnet34": 512, "resnet50": 2048}
@@ -95,18 +96,17 @@ def torchvision_features(net, x):
 
 def test_torchvision_weights_give_torchvision_features_in_colour_and_grey(resnet18_file):
     path, net = resnet18_file
+    model = ModelConfig(backbone="resnet18", stem="auto", weights=str(path), width=8, depth=1)
     x = torch.rand(3, 3, 64, 64)
-    colour = build_encoder(Architecture(3, 8, 1, backbone="resnet18", stem="imagenet"), [0.0] * 3, [1.0] * 3)
-    assert load_weights(colour, colour_arch := Architecture(3, 8, 1, backbone="resnet18", stem="imagenet"),
-                        path) == ["fc.weight", "fc.bias"]  # fmt: skip
-    assert colour_arch.backbone == "resnet18"
+    colour, arch = initial_encoder(model, 3, 32, {"mean": [0.0] * 3, "std": [1.0] * 3})
+    assert arch.stem == "imagenet"  # auto: the stem the weights were trained with, whatever the image size
+    grey, _ = initial_encoder(model, 1, 32, {"mean": [0.0], "std": [1.0]})
     with torch.no_grad():
         assert torch.allclose(colour.eval()(x), torchvision_features(net, x), atol=1e-4)
-        grey_arch = Architecture(1, 8, 1, backbone="resnet18", stem="imagenet")
-        grey = build_encoder(grey_arch, [0.0], [1.0])
-        load_weights(grey, grey_arch, path)
         g = x[:, :1]  # the RGB kernels summed: a grey image gives what its 3-channel copy gives
         assert torch.allclose(grey.eval()(g), torchvision_features(net, g.repeat(1, 3, 1, 1)), atol=1e-4)
+    arch = Architecture(3, 8, 1, backbone="resnet18", stem="imagenet")
+    assert load_weights(build_encoder(arch), arch, path) == ["fc.weight", "fc.bias"]  # ignored: the head
 
 
 def test_weights_that_do_not_fit_get_an_error_naming_model_weights_and_the_mismatch(resnet18_file, tmp_path):
@@ -131,3 +131,10 @@ def test_weights_that_do_not_fit_get_an_error_naming_model_weights_and_the_misma
     small = Architecture(3, 8, 1)
     with pytest.raises(ConfigError, match="model.weights .*not model.backbone small_resnet"):
         load_weights(build_encoder(small), small, path)
+
+
+def test_params_refuse_weights_for_a_backbone_they_cannot_fit_and_outside_the_watched_folder(tmp_path):
+    with pytest.raises(
+        ValueError, match="model.weights: torchvision weights fit the resnet backbones, not wrn_28_2"
+    ):
+        ModelConfig(backbone="wrn_28_2", stem="auto", weights="weights/w.pth", width=8, depth=1)
