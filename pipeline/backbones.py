@@ -104,12 +104,13 @@ class ResidualBlock(nn.Module):
 
 
 def small_resnet(channels: int, width: int, depth: int, stem: str, stochastic_depth: float) -> Body:
+    first = conv_stem(channels, width, stem)  # built first: the random initialisation of earlier versions
     drops, blocks, c_in = iter(drop_rates(stochastic_depth, 2 * depth)), [], width
     for c_out in (2 * width, 4 * width):
         for b in range(depth):
             blocks.append(ResidualBlock(c_in, c_out, 2 if b == 0 else 1, next(drops)))
             c_in = c_out
-    return Body(conv_stem(channels, width, stem), nn.Sequential(*blocks), 4 * width, 4 * STEM_STRIDE[stem])
+    return Body(first, nn.Sequential(*blocks), 4 * width, 4 * STEM_STRIDE[stem])
 
 
 class PreActBlock(nn.Module):
@@ -137,15 +138,14 @@ def wide_resnet(channels: int, depth: int, widen: int, stem: str, stochastic_dep
     """WRN-depth-widen: three groups of (depth - 4) / 6 blocks, widths 16k, 32k, 64k, strides 1, 2, 2; then
     BN and leaky ReLU. BatchNorm momentum is PyTorch's default: FixMatch's 0.001 (a TensorFlow port) leaves
     the running statistics near their initial values after a few hundred steps."""
-    n = (depth - 4) // 6
+    n, first = (depth - 4) // 6, conv_stem(channels, 16, stem, bias=True, norm=False)
     drops, blocks, c_in = iter(drop_rates(stochastic_depth, 3 * n)), [], 16
     for group, c_out in enumerate((16 * widen, 32 * widen, 64 * widen)):
         for b in range(n):
             blocks.append(PreActBlock(c_in, c_out, 2 if group > 0 and b == 0 else 1, next(drops)))
             c_in = c_out
     blocks += [nn.BatchNorm2d(c_in), nn.LeakyReLU(0.1, inplace=True)]
-    stem_conv = conv_stem(channels, 16, stem, bias=True, norm=False)
-    return Body(stem_conv, nn.Sequential(*blocks), c_in, 4 * STEM_STRIDE[stem])
+    return Body(first, nn.Sequential(*blocks), c_in, 4 * STEM_STRIDE[stem])
 
 
 class BatchNormDropPath(nn.BatchNorm2d):
