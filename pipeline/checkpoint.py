@@ -27,6 +27,11 @@ def _load(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def read_architecture(path: Path) -> Architecture:
+    """The architecture a checkpoint holds, without building the model (which draws random numbers)."""
+    return Architecture(**_load(path)["arch"])
+
+
 def load_encoder(path: Path) -> tuple[Encoder, dict[str, Any]]:
     ckpt = _load(path)
     encoder = build_encoder(Architecture(**ckpt["arch"]))

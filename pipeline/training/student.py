@@ -13,13 +13,13 @@ import torch.nn.functional as F
 
 from pipeline import augment
 from pipeline.augment_batch import BatchStrong
-from pipeline.checkpoint import load_classifier, load_encoder
+from pipeline.checkpoint import load_classifier, load_encoder, read_architecture
 from pipeline.config.student import StrongAugment, StudentConfig
 from pipeline.data.store import Split
 from pipeline.datasets import Batched, Views, ViewsWithArrays, endless_loader
 from pipeline.distributed import wrap
 from pipeline.losses.semi import entropy_minimization, weighted_soft_cross_entropy
-from pipeline.models import Architecture, Classifier, build_classifier
+from pipeline.models import Classifier, build_classifier
 from pipeline.pseudo.targets import PseudoLabeled
 from pipeline.resume import set_augmentation_state
 from pipeline.runtime import LoopSetup
@@ -33,14 +33,14 @@ def build_student(
     """The student of `cfg`'s architecture (its noise: dropout, stochastic depth), initialised by `cfg.init`:
     from the round's teacher (`previous`), from the SSL encoder with a new head (`ssl`), or at random
     (`scratch`). Its backbone is `cfg.backbone` (None: the encoder's), with the encoder's channels, stem."""
-    encoder, ckpt = load_encoder(encoder_file)
-    base = Architecture(**ckpt["arch"])
+    base = read_architecture(encoder_file)
     arch = replace(
         base, backbone=cfg.backbone or base.backbone, width=cfg.width, depth=cfg.depth,
         num_classes=num_classes, dropout=cfg.dropout, stochastic_depth=cfg.stochastic_depth,
     )  # fmt: skip
     model = build_classifier(arch, stats["mean"], stats["std"])
     if cfg.init == "ssl":
+        encoder, _ = load_encoder(encoder_file)
         model.encoder.load_state_dict(encoder.state_dict())
     elif cfg.init == "previous":
         previous, _ = load_classifier(previous_file)
