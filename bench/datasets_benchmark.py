@@ -84,8 +84,9 @@ def run(cmd: list[str], repo: Path, env: dict[str, str]) -> subprocess.Completed
 
 
 def make_repo(repo: Path, data_changes: dict[str, int]) -> dict[str, str]:
-    """Copy pipeline/, stages/, weights/, dvc.yaml and params.yaml (with `data_changes`) into `repo`, whose data/ holds
-    the exported folders; git init, dvc init, dvc add the data, commit. Returns the environment to run in."""
+    """Copy pipeline/, stages/, weights/, dvc.yaml and params.yaml (with `data_changes`) into `repo`, whose
+    data/ holds the exported folders; git init, dvc init, dvc add the data, commit. Returns the environment to
+    run in."""
     for name in ("pipeline", "stages", "weights"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", repo)
