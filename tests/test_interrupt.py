@@ -13,7 +13,10 @@ from pipeline_repo import make_repo, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # about 2.5 min here
 
-TEACHER = {"teacher": {"steps": 600, "batch_size": 16}, "checkpoints": {"every_steps": 25}}
+TEACHER = {
+    "teacher": {"min_steps": 600, "max_steps": 600, "batch_size": 16},
+    "checkpoints": {"every_steps": 25},
+}
 
 
 def wait_for_resume_point(point: Path, step: int, proc: subprocess.Popen, timeout: float = 300) -> int:

@@ -15,6 +15,7 @@ from pipeline.pseudo.targets import PseudoLabeled
 from pipeline.resume import ResumePoint, augmentation_state, set_augmentation_state
 from pipeline.runtime import LoopSetup, TrainingDiverged, seed_everything
 from pipeline.ssl.pretrain import pretrain
+from pipeline.ssl.registry import NO_PRETRAINING
 from pipeline.ssl.views import ssl_view
 from pipeline.training.student import fit_student
 from pipeline.training.teacher import fit_teacher
@@ -130,7 +131,7 @@ def test_student_resumed_after_an_interruption_matches_an_unbroken_run(images, t
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", list(PARAMS.pretrain.methods))
+@pytest.mark.parametrize("method", [m for m in PARAMS.pretrain.methods if m != NO_PRETRAINING])
 def test_pretrain_resumed_after_an_interruption_matches_an_unbroken_run(images, tmp_path, method):
     """Every method's state comes back: MoCo's queue and pointer, momentum encoders, DINO's center, the
     masks' own generator of SimMIM and the hybrid, the hybrid's loss weights."""

@@ -47,3 +47,16 @@ def test_training_length_is_epochs_within_the_floor_and_the_cap():
     assert length.total_steps(images=20_000, batch=224) == 400  # 447: the cap
     with pytest.raises(ValidationError, match="min_steps 9 > max_steps 8"):
         TrainingLength(epochs=1, min_steps=9, max_steps=8)
+
+
+def test_pretraining_runs_whole_epochs_within_the_floor_and_the_cap():
+    from pipeline.config.full import load_params
+    from pipeline.ssl.pretrain import pretrain_epochs
+
+    cfg = load_params("params.yaml").pretrain.model_copy(
+        update={"epochs": 12, "min_steps": 200, "max_steps": 5000}
+    )
+    assert pretrain_epochs(cfg, steps_per_epoch=78) == 12  # the demo: 20 040 images, batch 256
+    assert pretrain_epochs(cfg, steps_per_epoch=5) == 40  # 8x8 digits: 1 297 images, the floor
+    assert pretrain_epochs(cfg, steps_per_epoch=1000) == 5  # a million images: the cap
+    assert pretrain_epochs(cfg.model_copy(update={"min_steps": 1}), steps_per_epoch=3) == 12

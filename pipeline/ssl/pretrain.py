@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,6 +107,13 @@ def pretraining_warnings(rows: list[tuple[dict[str, float], int]], num_classes: 
             "need colour augmentation) and pretrain.lr" for w in out]  # fmt: skip
 
 
+def pretrain_epochs(cfg: PretrainConfig, steps_per_epoch: int) -> int:
+    """`cfg.epochs` whole epochs, raised to reach `min_steps` and lowered to stay within `max_steps` (at
+    least one)."""
+    epochs = max(math.ceil(cfg.epochs), math.ceil(cfg.min_steps / steps_per_epoch))
+    return max(1, min(epochs, cfg.max_steps // steps_per_epoch))
+
+
 def pretrain(
     *,
     encoder: Encoder,
@@ -134,8 +142,7 @@ def pretrain(
     if batch < 2:
         raise ValueError(f"pretrain needs at least 2 images, found {len(index)}")
     steps_per_epoch = len(index) // batch
-    # whole epochs, as near to the section's length (epochs within [min_steps, max_steps]) as they come
-    epochs = max(1, round(cfg.total_steps(len(index), batch) / steps_per_epoch))
+    epochs = pretrain_epochs(cfg, steps_per_epoch)
     method = build_method(cfg, encoder, images.shape[-1], steps_per_epoch)
     settings = method_config(cfg)
     with on_device([encoder, method], compute):
