@@ -116,6 +116,25 @@ def run_setting(name: str, args, base: dict, seed: int, demo: dict, ood: str, re
     return result
 
 
+def all_labels_reference(args, base: dict) -> dict:
+    """The supervised-only CNN of the table trained on (almost) every Fashion-MNIST training label: 5,990
+    per class (the export keeps 100 pool images), the same steps and recipe, seed 0."""
+    start, out = time.perf_counter(), args.out / "all-labels"
+    export_demo(out / "data", args.idx_dir, labels_per_class=5990, n_unlabeled=100, n_test=args.test,
+                seed=0, force=True)  # fmt: skip
+    params = setting_params(base, out, 0, 1, "none", args.quick)
+    params_file = out / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    run_stages(params_file, [["prepare"]], stage_env("bench-all-labels"))
+    loaded = load_params(params_file)
+    store = load_prepared(loaded.paths.prepared)
+    accuracy = scratch_teacher(loaded, store, args.scratch_steps, 0.1)
+    labels = len(store.split("labeled").index)
+    print(f"all labels ({labels:,}): supervised {accuracy:.2%}", flush=True)
+    return {"part": "reference", "name": "all-labels", "labels": labels, "supervised": accuracy,
+            "seconds": time.perf_counter() - start, "params": params}  # fmt: skip
+
+
 def cpu_seconds() -> float:
     """User + system CPU time of this process and its finished children (the stage scripts)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -140,25 +159,43 @@ def minutes_range(minutes: list[float]) -> str:
     return f"{np.median(minutes):.1f} ({min(minutes):.1f}–{max(minutes):.1f})"
 
 
-def labels_table(results: list[dict], rounds: int) -> list[str]:
+def promoted(run: dict) -> tuple[str, dict]:
+    """The round evaluate promoted (metrics/eval.json's `promoted`; an older result without it: the last)."""
+    rounds = run["rounds"]
+    name = next((r for r, m in rounds.items() if m.get("promoted") == 1.0), list(rounds)[-1])
+    return name, rounds[name]
+
+
+def gap_closed(run: dict, all_labels: float | None) -> float:
+    """(promoted - supervised only) / (all labels - supervised only); NaN without the all-labels run."""
+    if all_labels is None:
+        return float("nan")
+    return (promoted(run)[1]["test/accuracy"] - run["supervised"]) / (all_labels - run["supervised"])
+
+
+def labels_table(results: list[dict], rounds: int, all_labels: float | None) -> list[str]:
     lines = [
-        "| labels | model | test accuracy | pseudo-label precision | accepted | seeds "
+        "| labels | model | test accuracy | pseudo-label precision | accepted | gap closed | seeds "
         "| minutes per run, median (range) |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for n in sorted({r["labels_per_class"] for r in results}):
         runs = [r for r in results if r["labels_per_class"] == n]
         minutes = minutes_range([r["seconds"] / 60 for r in runs])
-        lines.append(f"| {10 * n} | supervised only | {mean_std([r['supervised'] for r in runs])} | – | – | "
-                     f"{len(runs)} | |")  # fmt: skip
+        supervised = mean_std([r["supervised"] for r in runs])
+        lines.append(f"| {10 * n} | supervised only | {supervised} | – | – | – | {len(runs)} | |")
         for k in range(rounds + 1):
             metrics = [r["rounds"][f"r{k}"] for r in runs]
             model = "teacher (r0)" if k == 0 else f"student r{k}"
             acc = mean_std([m["test/accuracy"] for m in metrics])
             precision = mean_std([m.get("pl/precision", float("nan")) for m in metrics])
             accepted = mean_std([m.get("pl/accepted", float("nan")) for m in metrics], False, decimals=0)
-            lines.append(f"| {10 * n} | {model} | {acc} | {precision} | {accepted} | {len(runs)} | "
+            lines.append(f"| {10 * n} | {model} | {acc} | {precision} | {accepted} | | {len(runs)} | "
                          f"{minutes if k == rounds else ''} |")  # fmt: skip
+        names = ", ".join(promoted(r)[0] for r in runs)
+        acc = mean_std([promoted(r)[1]["test/accuracy"] for r in runs])
+        gap = mean_std([gap_closed(r, all_labels) for r in runs], percent=False, decimals=2)
+        lines.append(f"| {10 * n} | **promoted** ({names}) | {acc} | | | {gap} | {len(runs)} | |")
     return lines
 
 
@@ -186,16 +223,26 @@ def mismatch_table(results: list[dict], rounds: int) -> list[str]:
 def markdown(results: list[dict], args, command: str) -> str:
     labels = [r for r in results if r["part"] == "labels"]
     mismatch = [r for r in results if r["part"] == "mismatch"]
+    reference = next((r for r in results if r["part"] == "reference"), None)
+    all_labels = reference["supervised"] if reference else None
     lines = [
         *doc_header("Pseudo-label rounds: label counts and class mismatch", command),
         f"Fashion-MNIST, {args.unlabeled:,} unlabeled images, "
         + ("all 10 000 test images" if args.test is None else f"{args.test:,} test images")
         + f", {args.rounds} rounds, `params.yaml` of the commit otherwise. Supervised only: the same CNN "
         f"from random initialisation on the labeled images alone ({args.scratch_steps} steps, weak "
-        "augmentation). Mean ± sample std over seeds; pseudo-label precision against the analysis labels.",
+        "augmentation). Mean ± sample std over seeds; pseudo-label precision against the analysis labels. "
+        "Promoted: the round `evaluate` promoted (the best on the validation images; without them, the "
+        "last). Gap closed: (promoted - supervised only) / (all labels - supervised only), where all labels "
+        + (
+            f"is the same CNN trained the same way on {reference['labels']:,} labels: "
+            f"{reference['supervised']:.1%} ({reference['seconds'] / 60:.1f} minutes)."
+            if reference
+            else "has not been measured."
+        ),  # fmt: skip
     ]
     if labels:
-        lines += ["", "## Label counts", "", *labels_table(labels, args.rounds)]
+        lines += ["", "## Label counts", "", *labels_table(labels, args.rounds, all_labels)]
     if mismatch:
         lines += [
             "", "## Class mismatch",
@@ -284,6 +331,7 @@ def main() -> None:
     wanted = {name: setting_params(base, args.out / name, seed, args.rounds, ood, args.quick)
               for _, name, seed, _, ood in settings}  # fmt: skip
     kept = json.loads(args.results.read_text()) if args.resume and args.results.is_file() else []
+    wanted["all-labels"] = setting_params(base, args.out / "all-labels", 0, 1, "none", args.quick)
     results = [r for r in kept if r["name"] in wanted and same_run(r["params"], wanted[r["name"]])]
     if len(results) < len(kept):
         print(f"{len(kept) - len(results)} kept result(s) are of other params or settings: run again")
@@ -292,6 +340,8 @@ def main() -> None:
     for result in results:
         if (Path(result["params"]["paths"]["rounds"]) / "r0").is_dir():  # its files are still on this disk
             first_of.setdefault(setting_key(result["part"], result["seed"], result["demo"]), result)
+    if args.part in ("labels", "both") and not any(r["part"] == "reference" for r in results):
+        results.append(all_labels_reference(args, base))
     for part, name, seed, demo, ood in settings:
         if name in done or (args.only and name not in args.only):
             continue

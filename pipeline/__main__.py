@@ -84,7 +84,7 @@ def print_summary(params_file: Path) -> None:
     """The rounds table: metrics/eval.json of the last evaluation, and the latest MLflow run of each round."""
     from pipeline.config.base import ConfigError, load_params
     from pipeline.config.common import Common
-    from pipeline.summary import print_table, rounds_table, summary_rows
+    from pipeline.summary import print_table, promotion_caption, rounds_table, summary_rows
     from pipeline.tracking import latest_round_runs
 
     try:
@@ -96,7 +96,8 @@ def print_summary(params_file: Path) -> None:
         sys.exit(f"error: {eval_file} not found; run `dvc repro` first")
     results = json.loads(eval_file.read_text())
     run_ids = latest_round_runs(params.mlflow.experiment)
-    print_table(rounds_table(summary_rows(results, params.round_order(), run_ids)))
+    order = params.round_order()
+    print_table(rounds_table(summary_rows(results, order, run_ids), promotion_caption(results, order)))
 
 
 def check_command(params_file: Path) -> None:

@@ -72,6 +72,28 @@ class BatchStrong:
         return x.contiguous(memory_format=torch.channels_last)
 
 
+class BatchWeak:
+    """Callable: (B, C, H, W) floats in [0, 1] -> the batch flipped and shifted (augment.weak's policy,
+    FixMatch's weak view), from its own seeded generator (`state_dict` as BatchStrong's)."""
+
+    def __init__(self, image_size: int, seed: int):
+        self.image_size = image_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n, pad = len(x), max(1, self.image_size // 8)
+        flip = torch.rand(n, generator=self.generator) < 0.5
+        shift = torch.randint(-pad, pad + 1, (n, 2), generator=self.generator)
+        return _flip_shift(x.contiguous(), flip, shift).contiguous(memory_format=torch.channels_last)
+
+
 def _reflect(i: torch.Tensor, size: int) -> torch.Tensor:
     """Indices past either end folded back into [0, size), mirrored at the edge pixel (reflect-101)."""
     i = i.abs()

@@ -10,7 +10,7 @@ import pandas as pd
 
 from pipeline.checkpoint import load_classifier
 from pipeline.compute import CPU, Compute
-from pipeline.data.store import Prepared
+from pipeline.data.store import Prepared, Split
 from pipeline.inference import predict
 from pipeline.metrics import accuracy, confusion_matrix, expected_calibration_error
 from pipeline.pseudo.report import pseudo_label_stats
@@ -45,15 +45,20 @@ def evaluate_round(
     data: Prepared,
     truth: pd.Series,
     ece_bins: int,
+    validation: Split | None = None,
     compute: Compute = CPU,
 ) -> RoundEvaluation:
-    """Test metrics of the model in `model_file`, plus the statistics of its round's pseudo-label table
-    (`table_file`, absent for the teacher), with `truth` the analysis labels of the pool."""
+    """Test metrics of the model in `model_file`, its accuracy on the `validation` images (`val/accuracy`,
+    when there are some), plus the statistics of its round's pseudo-label table (`table_file`, absent for the
+    teacher), with `truth` the analysis labels of the pool."""
     model, _ = load_classifier(model_file)
     test = data.split("test")
     logits, _ = predict(model, data.images, test.index, compute=compute)
     probs = softmax(logits)
     metrics, confusion = test_metrics(probs, test.labels, ece_bins)
+    if validation is not None:
+        val_logits, _ = predict(model, data.images, validation.index, compute=compute)
+        metrics["val/accuracy"] = accuracy(val_logits.argmax(axis=1), validation.labels)
     if Path(table_file).is_file():
         metrics.update(pseudo_label_stats(pd.read_parquet(table_file), data.classes, truth))
     return RoundEvaluation(metrics, confusion, probs)

@@ -55,12 +55,9 @@ def ood_auroc(in_distribution_scores: np.ndarray, ood_scores: np.ndarray) -> flo
     if len(in_distribution_scores) == 0 or len(ood_scores) == 0:
         return float("nan")
     both = np.concatenate([in_distribution_scores, ood_scores])
-    order = both.argsort(kind="stable")
-    ranks = np.empty(len(both))
-    ranks[order] = np.arange(1, len(both) + 1)
-    for value in np.unique(both):  # average ranks over ties
-        tied = both == value
-        ranks[tied] = ranks[tied].mean()
+    _, inverse, counts = np.unique(both, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)  # ranks 1..N in sorted order; tied values share the mean of their ranks
+    ranks = ((last - counts + 1 + last) / 2)[inverse]
     n_id, n_ood = len(in_distribution_scores), len(ood_scores)
     u = ranks[n_id:].sum() - n_ood * (n_ood + 1) / 2
     return float(u / (n_id * n_ood))

@@ -105,6 +105,12 @@ class ResumePoint:
         self.path = Path(directory) / f"{name}.pt"
         self.key, self.every, self.enabled = key, every, enabled
 
+    def derived(self, part: str) -> ResumePoint:
+        """The resume point of one part of the stage (e.g. one of two candidate models): its own file and
+        key."""
+        name = self.path.stem + "-" + part
+        return ResumePoint(self.path.parent, name, f"{self.key}:{part}", self.every, self.enabled)
+
     def due(self, step: int, total: int) -> bool:
         """Whether to write a resume point after `step` steps (or epochs) of `total`; never after the last."""
         return self.enabled and step % self.every == 0 and step < total
@@ -150,8 +156,11 @@ class ResumePoint:
         set_rng_state(saved["rng"], transforms)
 
     def clear(self) -> None:
+        """Remove the resume point and those of its parts (`derived`)."""
         if self.enabled:
             self.path.unlink(missing_ok=True)
+            for part in self.path.parent.glob(f"{self.path.stem}-*.pt"):
+                part.unlink()
 
 
 def stage_resume_point(

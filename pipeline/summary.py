@@ -6,8 +6,11 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.promotion import promote
+
 FORMATS = {  # how the tables print each per-round metric
     "test/accuracy": "{:.2%}",
+    "val/accuracy": "{:.2%}",
     "test/ece": "{:.3f}",
     "pl/accepted": "{:,.0f}",
     "ood/rejected": "{:,.0f}",
@@ -36,7 +39,8 @@ def summary_rows(
         {
             "round": name,
             "step": step,
-            "model": "teacher" if step == 0 else "student",
+            "model": ("teacher" if step == 0 else "student")
+            + (" *" if results[name].get("promoted") else ""),
             **results[name],
             "run_id": run_ids.get(name, ""),
         }
@@ -45,13 +49,24 @@ def summary_rows(
     ]
 
 
-def rounds_table(rows: list[dict]) -> Table:
-    """rows: {'round', 'model', 'test/accuracy', 'pl/accepted', 'ood/rejected', 'pl/precision', 'run_id'}."""
-    table = Table(title="Pseudo-label rounds", title_justify="left")
+def promotion_caption(results: dict[str, dict[str, float]], round_order: list[str]) -> str:
+    """The table's caption: which round was promoted (metrics/eval.json's `promoted`) and on what grounds."""
+    rounds = [name for name in round_order if name in results]
+    validated = all("val/accuracy" in results[name] for name in rounds)
+    val = {name: results[name]["val/accuracy"] for name in rounds} if validated else None
+    note = promote(val, rounds, "too few labeled images per class for a validation set").note
+    return f"* promoted: {note}"
+
+
+def rounds_table(rows: list[dict], caption: str | None = None) -> Table:
+    """rows: {'round', 'model', 'test/accuracy', 'val/accuracy', 'pl/accepted', 'ood/rejected',
+    'pl/precision', 'run_id'}."""
+    table = Table(title="Pseudo-label rounds", title_justify="left", caption=caption, caption_justify="left")
     for col, justify in [
         ("round", "left"),
         ("model", "left"),
         ("test acc", "right"),
+        ("val acc", "right"),
         ("ECE", "right"),
         ("PL accepted", "right"),
         ("OOD rejected", "right"),

@@ -5,6 +5,7 @@ from pipeline import artifacts
 from pipeline.checkpoint import save_round_model
 from pipeline.config.student import StudentParams
 from pipeline.data.store import load_prepared
+from pipeline.data.validation import split_validation
 from pipeline.pseudo.targets import read_training_table, training_targets
 from pipeline.serving import log_round_model
 from pipeline.stage import start, training_stage
@@ -15,6 +16,9 @@ def main() -> None:
     params, round_name = start(__doc__, StudentParams, with_round=True)
     cfg, paths, prev = params.round_config(round_name), params.paths, params.rounds[round_name].prev
     data = load_prepared(paths.prepared)
+    labeled, _ = split_validation(
+        data.split("labeled"), params.validation, params.seed
+    )  # validation: evaluate
     table = read_training_table(artifacts.pseudo_labels(paths, round_name))
     inputs = [artifacts.manifest(paths), artifacts.pseudo_labels(paths, round_name), artifacts.encoder(paths),
               artifacts.round_model(paths, prev)]  # fmt: skip
@@ -23,16 +27,13 @@ def main() -> None:
 
     def train(setup) -> None:
         pseudo = training_targets(table, data.classes, cfg.hard_labels)
-        fit_student(model=model, images=data.images, labeled=data.split("labeled"), pseudo=pseudo, cfg=cfg,
-                    setup=setup)  # fmt: skip
+        fit_student(model=model, images=data.images, labeled=labeled, pseudo=pseudo, cfg=cfg, setup=setup)
 
-    def save(run) -> None:  # the final round's student goes to the model registry
+    def save(run) -> None:  # evaluate registers the round promoted by validation
         out = artifacts.round_model(paths, round_name)
         save_round_model(out, model, model.arch, data.classes, round_name, params.model_dump())
         run.log_artifact(out)
-        final = round_name == params.round_order()[-1]
-        registry = (params.mlflow.registered_model, params.mlflow.alias) if final else None
-        log_round_model(run, model, data, round_name, params.data.image_size, params.data.channels, registry)
+        log_round_model(run, model, data, round_name, params.data.image_size, params.data.channels)
 
     logged = {"student": cfg.model_dump(), "prev": prev, "model": model.arch.to_dict()}
     training_stage(params, "student", round_name, inputs=inputs, logged=logged, train=train, save=save)

@@ -1,29 +1,35 @@
-"""DVC stage `teacher`: SSL encoder + linear head, fine-tuned on the labeled images (round r0)."""
+"""DVC stage `teacher` (round r0): SSL encoder + linear head on the labeled images, as a linear probe or
+fine-tuned, whichever does better on the validation images (without them: by labels per class)."""
 
 from pipeline import artifacts
 from pipeline.checkpoint import load_encoder, save_round_model
 from pipeline.config.common import TEACHER_ROUND
 from pipeline.config.teacher import TeacherParams
 from pipeline.data.store import load_prepared
+from pipeline.data.validation import split_validation
 from pipeline.models import Architecture, build_classifier
 from pipeline.serving import log_round_model
 from pipeline.stage import start, training_stage
-from pipeline.training.teacher import fit_teacher
+from pipeline.training.teacher import train_teacher
 
 
 def main() -> None:
     params, _ = start(__doc__, TeacherParams)
     cfg, paths = params.teacher, params.paths
     data = load_prepared(paths.prepared)
+    labeled, validation = split_validation(data.split("labeled"), params.validation, params.seed)
     encoder, ssl_ckpt = load_encoder(artifacts.encoder(paths))
     arch = Architecture(**{**ssl_ckpt["arch"], "num_classes": len(data.classes), "dropout": cfg.dropout})
     model = build_classifier(arch, data.stats["mean"], data.stats["std"])
     model.encoder.load_state_dict(encoder.state_dict())
+    kept = {}  # the teacher's mode: probe, finetune or by rule
 
     def train(setup) -> None:
-        fit_teacher(model=model, images=data.images, labeled=data.split("labeled"), cfg=cfg, setup=setup)
+        kept["mode"] = train_teacher(model=model, images=data.images, labeled=labeled, validation=validation,
+                                     cfg=cfg, setup=setup)  # fmt: skip
 
     def save(run) -> None:
+        run.set_tag("teacher_mode", kept["mode"])
         out = artifacts.round_model(paths, TEACHER_ROUND)
         save_round_model(out, model, arch, data.classes, TEACHER_ROUND, params.model_dump())
         run.log_artifact(out)

@@ -17,8 +17,10 @@ LAYERS = [
     ["pipeline/data/", "pipeline/runtime.py", "pipeline/compute.py", "pipeline/distributed.py",
      "pipeline/resume.py", "pipeline/augment.py", "pipeline/augment_batch.py", "pipeline/datasets.py",
      "pipeline/inference.py", "pipeline/artifacts.py"],
-    ["pipeline/pseudo/", "pipeline/ssl/", "pipeline/training/", "pipeline/evaluation.py"],
+    ["pipeline/pseudo/", "pipeline/ssl/", "pipeline/training/", "pipeline/evaluation.py",
+     "pipeline/promotion.py"],
     ["pipeline/tracking.py", "pipeline/serving.py", "pipeline/summary.py", "pipeline/compare.py",
+     "pipeline/evaluate_rounds.py",
      "pipeline/figures.py", "pipeline/stage.py", "pipeline/__main__.py", "pipeline/__init__.py"],
 ]  # fmt: skip
 

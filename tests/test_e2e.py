@@ -17,14 +17,17 @@ from pipeline_repo import make_repo, run
 # run it again.
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
-ROUNDS = {  # r2 also checks a round override of the selection mode and the OOD method
+ROUNDS = {  # r2 also checks round overrides: the selection mode, the OOD method, online consistency
     "rounds": {
         "r1": {"prev": "r0"},
         "r2": {
             "prev": "r1",
             "pseudolabel": {"threshold": 0.2, "mode": "class_balanced", "ood": {"method": "mahalanobis"}},
+            "student": {"consistency": "online"},
         },
     },
+    # 1 of the 3 labeled images per class held out: the teacher is chosen and the round promoted on them
+    "validation": {"per_class": 1, "min_train_per_class": 2},
 }
 
 
@@ -108,6 +111,7 @@ def test_mlflow_has_one_parent_and_a_child_per_stage(repo):
     assert len(tags[student]["git_commit"]) == 40
     metrics = {k for (k,) in db.execute("SELECT DISTINCT key FROM metrics WHERE run_uuid = ?", (student,))}
     assert {"train/loss", "train/loss_u", "train/entropy", "pl/batch_mask_rate"} <= metrics
+    assert {"pl/online_agreement", "pl/online_threshold"} <= metrics  # r2's student is online
     pseudo = next(r for r in runs if runs[r] == "03 r1/pseudolabel")
     pl_metrics = {k for (k,) in db.execute("SELECT DISTINCT key FROM metrics WHERE run_uuid = ?", (pseudo,))}
     assert {"pl/accepted", "ood/rejected", "pl/mean_confidence", "pl/precision", "pl/count/bag"} <= pl_metrics
@@ -157,13 +161,18 @@ def test_each_round_logs_its_figures_and_model(repo):
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system
 
 
-def test_final_student_is_registered_and_predict_labels_a_folder(repo, tmp_path):
+def test_the_promoted_round_is_registered_and_predict_labels_a_folder(repo, tmp_path):
     path, env = repo
     client = client_of(path)
     version = client.get_model_version_by_alias("pseudo-labeling-classifier", "final")
     dvc_md5 = yaml.safe_load((path / "data/unlabeled.dvc").read_text())["outs"][0]["md5"]
-    assert version.tags["round"] == "r2" and version.tags["data_hash.unlabeled"] == dvc_md5
-    assert version.tags["run_id"] == stage_runs(client)["r2/student"].info.run_id
+    results = json.loads((path / "metrics/eval.json").read_text())
+    promoted = [name for name, metrics in results.items() if metrics["promoted"] == 1.0]
+    assert len(promoted) == 1 and version.tags["round"] == promoted[0]
+    assert version.tags["data_hash.unlabeled"] == dvc_md5
+    assert version.tags["run_id"] == stage_runs(client)["evaluate"].info.run_id
+    best = max(results[name]["val/accuracy"] for name in results)
+    assert results[promoted[0]]["val/accuracy"] == best
 
     out = tmp_path / "predictions.csv"
     model = "pseudo-labeling-classifier@final"
@@ -173,8 +182,36 @@ def test_final_student_is_registered_and_predict_labels_a_folder(repo, tmp_path)
     predictions = pd.read_csv(out)
     truth = predictions["path"].str.split("/").str[0]
     accuracy = (predictions["label"] == truth).mean()
-    evaluated = json.loads((path / "metrics/eval.json").read_text())["r2"]["test/accuracy"]
+    evaluated = results[promoted[0]]["test/accuracy"]
     assert accuracy == pytest.approx(evaluated, abs=0.011)  # the registered model is the evaluated one
+
+
+def test_a_round_worse_on_validation_is_not_promoted_and_final_does_not_move_to_it(repo, tmp_path):
+    """The last round's model replaced by one at random initialisation (at chance): evaluate promotes an
+    earlier round, warns, and the registry's `final` points at that round's model."""
+    import torch
+
+    from pipeline.checkpoint import load_classifier, save_round_model
+    from pipeline.models import build_classifier
+
+    path, env = repo
+    copy = tmp_path / "repo"
+    shutil.copytree(path, copy, symlinks=True)
+    model_file = copy / "models/rounds/r2/model.pt"
+    trained, ckpt = load_classifier(model_file)
+    torch.manual_seed(123)
+    broken = build_classifier(trained.arch)
+    torch.nn.init.zeros_(broken.head.weight)  # every image the same class: at chance
+    save_round_model(model_file, broken, trained.arch, ckpt["classes"], "r2", ckpt["config"])
+    printed = run([sys.executable, "stages/evaluate.py"], copy, {**env, "PYTHONPATH": str(copy)})
+    results = json.loads((copy / "metrics/eval.json").read_text())
+    promoted = next(name for name, metrics in results.items() if metrics["promoted"] == 1.0)
+    assert promoted != "r2" and results["r2"]["val/accuracy"] < results[promoted]["val/accuracy"]
+    assert f"{promoted} promoted (validation" in printed
+    assert "worse on validation" in printed and f"r2 {results['r2']['val/accuracy']:.2%}" in printed
+    assert "warning: r2" not in printed  # the warnings are about the promoted round
+    version = client_of(copy).get_model_version_by_alias("pseudo-labeling-classifier", "final")
+    assert version.tags["round"] == promoted
 
 
 def test_compare_prints_the_rounds_of_the_latest_pipeline_run(repo, tmp_path):
@@ -303,3 +340,13 @@ def test_new_unlabeled_data_reruns_from_prepare_and_checkout_restores_the_first_
     assert (path / "metrics/eval.json").read_text() == first_eval
     assert not (path / "data/unlabeled/batch2").exists()
     assert "Running stage" not in run(["dvc", "repro"], path, env)
+
+
+def test_the_teacher_is_chosen_on_the_validation_images(repo):
+    path, _ = repo
+    teacher = stage_runs(client_of(path))["r0/teacher"]
+    assert teacher.data.tags["teacher_mode"] in ("probe", "finetune")
+    scores = {k: v for k, v in teacher.data.metrics.items() if k.startswith("val/")}
+    assert set(scores) == {"val/probe_accuracy", "val/finetune_accuracy"}
+    chosen = scores[f"val/{teacher.data.tags['teacher_mode']}_accuracy"]
+    assert chosen == max(scores.values())

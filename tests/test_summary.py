@@ -3,7 +3,7 @@ import math
 import pytest
 from rich.console import Console
 
-from pipeline.summary import format_metric, rounds_curve, rounds_table, summary_rows
+from pipeline.summary import format_metric, promotion_caption, rounds_curve, rounds_table, summary_rows
 
 RESULTS = {
     "r0": {"test/accuracy": 0.5, "test/ece": 0.25},
@@ -56,6 +56,7 @@ def test_rounds_table_prints_formatted_metrics_and_run_ids():
         "r0",
         "teacher",
         "50.00%",
+        "-",
         "0.250",
         "-",
         "-",
@@ -63,4 +64,18 @@ def test_rounds_table_prints_formatted_metrics_and_run_ids():
         "-",
     ]
     cells = [cell.strip() for cell in r2.split("│")[1:-1]]
-    assert cells == ["r2", "student", "81.23%", "0.046", "12,345", "-", "90.00%", "abc123"]
+    assert cells == ["r2", "student", "81.23%", "-", "0.046", "12,345", "-", "90.00%", "abc123"]
+
+
+def test_the_promoted_round_is_marked_and_the_caption_says_why():
+    results = {
+        "r0": {"test/accuracy": 0.5, "val/accuracy": 0.6, "promoted": 0.0},
+        "r1": {"test/accuracy": 0.7, "val/accuracy": 0.8, "promoted": 1.0},
+        "r2": {"test/accuracy": 0.72, "val/accuracy": 0.7, "promoted": 0.0},
+    }
+    order = ["r0", "r1", "r2"]
+    caption = promotion_caption(results, order)
+    text = rendered(rounds_table(summary_rows(results, order, {}), caption))
+    assert "│ r1    │ student * │" in text and "│ r2    │ student   │" in text
+    assert caption == "* promoted: r1 promoted (validation 80.00%); r2 was worse on validation (r2 70.00%)"
+    assert "r1 promoted (validation 80.00%)" in text

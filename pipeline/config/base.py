@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 SECTIONS = (
     "seed", "paths", "data", "model", "mlflow", "checkpoints", "compute",
-    "pretrain", "teacher", "pseudolabel", "student", "rounds", "evaluate",
+    "pretrain", "teacher", "pseudolabel", "student", "rounds", "validation", "evaluate",
 )  # fmt: skip
 
 

@@ -91,6 +91,16 @@ class MlflowConfig(Section):
     )  # ... and this alias points at its newest version
 
 
+class ValidationConfig(Section):
+    """Labeled images held out from training to choose models (the teacher's mode, the promoted round):
+    `per_class` per class, drawn by the seed, when every class keeps `min_train_per_class` to train on."""
+
+    per_class: int = Field(ge=0, description="images of each class held out; 0: never hold out")
+    min_train_per_class: int = Field(
+        ge=1, description="hold out only when every class keeps at least this many labeled images"
+    )
+
+
 class RoundConfig(Section):
     prev: str
     pseudolabel: dict[str, Any] = Field(default_factory=dict, description="overrides for this round")

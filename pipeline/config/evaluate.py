@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from pipeline.config.base import Section
-from pipeline.config.common import Common
+from pipeline.config.common import Common, ValidationConfig
 
 
 class EvaluateConfig(Section):
@@ -13,4 +13,5 @@ class EvaluateConfig(Section):
 
 
 class EvaluateParams(Common):
+    validation: ValidationConfig
     evaluate: EvaluateConfig

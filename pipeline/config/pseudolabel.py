@@ -22,6 +22,12 @@ class OODConfig(Section):
     )
     shrinkage: float = Field(gt=0, le=1, description="mahalanobis: covariance shrinkage towards the identity")
     folds: int = Field(ge=2, description="msp / energy / mahalanobis: folds of the held-out calibration")
+    min_separation: float = Field(
+        ge=0,
+        le=1,
+        description="AUROC of pool vs held-out labeled scores under which the filter rejects "
+        "nothing and down-weights instead (it cannot tell the pool from the labeled images)",
+    )
 
 
 class PseudolabelConfig(Section):

@@ -7,7 +7,7 @@ from typing import Literal, get_args
 from pydantic import Field, model_validator
 
 from pipeline.config.base import ConfigError, Section, TrainingLength, merge, validate
-from pipeline.config.common import MIN_WIDTH, Backbone, Common, ModelConfig
+from pipeline.config.common import MIN_WIDTH, Backbone, Common, ModelConfig, ValidationConfig
 
 
 class StrongAugment(Section):
@@ -18,6 +18,26 @@ class StrongAugment(Section):
     cutout: float = Field(ge=0, lt=1, description="side of the cutout square as a share of the image side")
     backend: Literal["tensor", "albumentations"] = Field(
         description="tensor: whole batches at once (pipeline.augment_batch); albumentations: image by image"
+    )
+
+
+class OnlineConfig(Section):
+    """`consistency: online`: the weak-view prediction is each step's target (pipeline.pseudo.online)."""
+
+    mask: Literal["freematch", "softmatch", "fixed"] = Field(
+        description="freematch: self-adaptive class thresholds; softmatch: truncated Gaussian weight; "
+        "fixed: FixMatch's threshold"
+    )
+    threshold: float = Field(gt=0, le=1, description="mask fixed: accept when max probability >= this")
+    momentum: float = Field(ge=0, lt=1, description="EMA momentum of the running statistics, per step")
+    teacher_ema: float = Field(
+        ge=0,
+        lt=1,
+        description="0: the student itself predicts the weak views; > 0: an EMA of its weights "
+        "with this decay does (Mean Teacher)",
+    )
+    alignment: Literal["uniform", "labeled", "none"] = Field(
+        description="distribution alignment towards a uniform prior or the labeled class shares; none: off"
     )
 
 
@@ -34,6 +54,10 @@ class StudentConfig(TrainingLength):
     dropout: float = Field(ge=0, lt=1)
     stochastic_depth: float = Field(ge=0, lt=1, description="drop probability of the last residual block")
     init: Literal["ssl", "previous", "scratch"]
+    consistency: Literal["offline", "online"] = Field(
+        description="offline: the round's table is the target; online: the weak view's prediction each step"
+    )
+    online: OnlineConfig
     hard_labels: bool
     unlabeled_weight: float = Field(ge=0)
     entropy_weight: float = Field(ge=0, description="lambda of the entropy-minimization term")
@@ -42,6 +66,12 @@ class StudentConfig(TrainingLength):
     loader_workers: int = Field(
         ge=0, le=1, description="0: augment in the training process; 1: in a worker process that works ahead"
     )
+
+    @model_validator(mode="after")
+    def _online_on_batches(self) -> StudentConfig:
+        if self.consistency == "online" and self.strong.backend != "tensor":
+            raise ValueError("consistency: online augments whole batches: it needs strong.backend: tensor")
+        return self
 
 
 def check_student_arch(student: StudentConfig, model: ModelConfig, where: str) -> None:
@@ -65,6 +95,7 @@ def check_student_arch(student: StudentConfig, model: ModelConfig, where: str) -
 
 
 class StudentParams(Common):
+    validation: ValidationConfig
     student: StudentConfig
 
     @model_validator(mode="after")

@@ -44,3 +44,64 @@ def entropy_minimization(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     per_sample = -(log_p.exp() * log_p).sum(dim=1)  # (B,)
     mask = mask.to(per_sample.dtype)
     return (mask * per_sample).sum() / mask.sum().clamp_min(1.0)
+
+
+def align_distribution(probs: torch.Tensor, prior: torch.Tensor, model_mean: torch.Tensor) -> torch.Tensor:
+    """Distribution alignment (Berthelot et al. 2020, ReMixMatch sec. 3.2; SoftMatch's uniform alignment).
+
+        p~_b = Normalize( p_b * prior / model_mean ),   Normalize(x) = x / sum_c x_c
+
+    `model_mean` is a running mean of the model's predictions on unlabeled data: a class the model predicts
+    more often than the prior says is scaled down in every prediction, so pseudo-labels cannot drift towards
+    a few classes (confirmation bias).
+
+    Args:
+        probs: (B, C) predicted distributions p.
+        prior: (C,) the target class distribution (uniform, or the labeled set's class shares).
+        model_mean: (C,) running mean of p over unlabeled batches.
+    """
+    aligned = probs * (prior / model_mean.clamp_min(1e-12))
+    return aligned / aligned.sum(dim=1, keepdim=True)
+
+
+def self_adaptive_mask(probs: torch.Tensor, tau: torch.Tensor, class_mean: torch.Tensor) -> torch.Tensor:
+    """FreeMatch's self-adaptive threshold mask (Wang et al. 2023, eq. 5-8). (B, C) -> (B,) floats 0/1.
+
+        tau(c) = MaxNorm(class_mean)_c * tau = class_mean_c / max_k class_mean_k * tau
+        m_b    = 1[ max_c p_bc >= tau(argmax_c p_bc) ]
+
+    `tau` is the running mean of the max confidence (the global threshold) and `class_mean` the running mean
+    of p (the local class expectation): as the model grows confident the thresholds rise, and a class the
+    model rarely predicts gets a lower one.
+    """
+    thresholds = class_mean / class_mean.max() * tau
+    confidence, label = probs.max(dim=1)
+    return (confidence >= thresholds[label]).to(probs.dtype)
+
+
+def truncated_gaussian_weight(
+    confidence: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, n_sigma: float = 2.0
+) -> torch.Tensor:
+    """SoftMatch's sample weight (Chen et al. 2023, eq. 7), lambda_max = 1. (B,) -> (B,).
+
+        w = exp( -(max_c p_c - mu)^2 / (2 sigma^2 / n_sigma^2) )   if max_c p_c < mu,   else 1
+
+    with mu, sigma^2 running estimates of the mean and variance of the confidence. n_sigma = 2 as in the
+    authors' code: a sample one sigma below the mean gets exp(-2) = 0.14.
+    """
+    below = (confidence - mean).clamp_max(0.0)
+    return torch.exp(-(below**2) / (2 * var.clamp_min(1e-12) / n_sigma**2))
+
+
+def consistency_loss(
+    logits_strong: torch.Tensor, probs_weak: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """FixMatch's unlabeled loss (Sohn et al. 2020, eq. 4) with a per-sample weight:
+
+        L_u = (1 / B) * sum_b w_b * CE( onehot(argmax_c q_b), softmax(logits_strong_b) )
+
+    q_b is the prediction on the weak view of image b, a fixed target: no gradient flows through it (it is
+    detached here). w_b is its mask (0 / 1) or weight; the mean is over the whole batch.
+    """
+    target = F.one_hot(probs_weak.detach().argmax(dim=1), probs_weak.shape[1]).to(logits_strong.dtype)
+    return weighted_soft_cross_entropy(logits_strong, target, weights.detach())

@@ -14,6 +14,7 @@ from pipeline.config.pseudolabel import OODConfig, PseudolabelConfig
 from pipeline.data.store import Prepared, Split
 from pipeline.distributed import SINGLE, World
 from pipeline.inference import augmented_logits, encode, predict
+from pipeline.metrics import ood_auroc
 from pipeline.models import Classifier, Encoder
 from pipeline.pseudo.ood import calibrate_ood_threshold, ood_scores
 from pipeline.pseudo.report import pseudo_label_stats, pseudo_label_table
@@ -69,13 +70,31 @@ def predict_pool(
 
 @dataclass(frozen=True)
 class OODDecision:
+    """The filter's decision on the pool. It rejects the images scoring above `threshold` when it can tell
+    the pool from held-out labeled images (`separation`, an AUROC, at least `ood.min_separation`). When it
+    cannot, the pool looks like the labeled images to it and a hard cut would reject at random: `soft`, no
+    image is rejected and those past the threshold are down-weighted (`weight`)."""
+
     scores: np.ndarray  # (N,) of the pool, higher = more out of distribution (0 with the filter off)
     held_out: np.ndarray  # held-out scores of the labeled images the threshold was calibrated on
     threshold: float  # inf with the filter off
+    separation: float = float("nan")  # AUROC of pool scores against held-out scores (0.5: indistinguishable)
+    soft: bool = False
 
     @property
     def in_distribution(self) -> np.ndarray:
-        return self.scores <= self.threshold
+        return np.ones(len(self.scores), dtype=bool) if self.soft else self.scores <= self.threshold
+
+    @property
+    def weight(self) -> np.ndarray:
+        """(N,) 1, or with `soft` the in-distribution p-value p (share of held-out scores >= the image's)
+        over the rejected share: min(1, p / (1 - keep)), 1 inside the threshold and falling to 0 past it."""
+        if not self.soft:
+            return np.ones(len(self.scores))
+        held = np.sort(self.held_out)
+        p = (len(held) - np.searchsorted(held, self.scores, side="left")) / len(held)
+        rejected_share = max((self.held_out > self.threshold).mean(), 1.0 / len(held))
+        return np.minimum(1.0, p / rejected_share)
 
 
 def filter_ood(
@@ -104,7 +123,11 @@ def filter_ood(
         cfg.method, pool_features, reference, labeled.labels, num_classes, cfg.k, cfg.shrinkage, cfg.folds,
         seed,
     )  # fmt: skip
-    return OODDecision(scores, held_out, calibrate_ood_threshold(held_out, cfg.keep_quantile))
+    separation = ood_auroc(held_out, scores)
+    return OODDecision(
+        scores, held_out, calibrate_ood_threshold(held_out, cfg.keep_quantile), separation,
+        soft=separation < cfg.min_separation,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -146,7 +169,9 @@ def label_pool(
     selection = select_pseudo_labels(
         probs, ood.in_distribution, cfg.mode, cfg.threshold, cfg.weighting, cfg.per_class
     )
-    table = pseudo_label_table(round_name, pool, probs, selection, ood.scores, data.classes)
+    table = pseudo_label_table(round_name, pool, probs, selection, ood.scores, ood.weight, data.classes)
     stats = pseudo_label_stats(table, data.classes, truth)
     stats["ood/threshold"] = ood.threshold if np.isfinite(ood.threshold) else -1.0
+    stats["ood/separation_auroc"] = ood.separation if np.isfinite(ood.separation) else -1.0
+    stats["ood/soft"] = float(ood.soft)
     return RoundLabels(table, stats, ood)

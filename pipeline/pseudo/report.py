@@ -23,6 +23,7 @@ TABLE_COLUMNS = [
     "weight",
     "copies",
     "ood_score",
+    "ood_weight",
     "in_distribution",
     "accepted",
     "reason",
@@ -35,9 +36,12 @@ def pseudo_label_table(
     probs: np.ndarray,
     selection: Selection,
     ood_score: np.ndarray,
+    ood_weight: np.ndarray,
     classes: list[str],
 ) -> pd.DataFrame:
-    """One row per unlabeled image: hash, path, teacher soft label, confidence, OOD score, decision."""
+    """One row per unlabeled image: hash, path, teacher soft label, confidence, OOD score and weight,
+    decision. `weight` is the selection's weight times the OOD weight (1 unless the filter fell back to
+    soft weighting)."""
     frame = pd.DataFrame(
         {
             "round": round_name,
@@ -48,9 +52,10 @@ def pseudo_label_table(
             "soft_label": list(probs.astype(np.float32)),
             "confidence": selection.confidence,
             "threshold": selection.threshold,
-            "weight": selection.weight,
+            "weight": selection.weight * ood_weight,
             "copies": selection.copies,
             "ood_score": ood_score,
+            "ood_weight": ood_weight,
             "in_distribution": selection.in_distribution,
             "accepted": selection.accepted,
             "reason": selection.reason,

@@ -16,9 +16,18 @@ class PseudoLabeled:
     index: np.ndarray  # (M,) store rows
     targets: np.ndarray  # (M, C) soft or one-hot pseudo-labels
     weights: np.ndarray  # (M,) confidence weights, 0 for rejected-as-unconfident
+    ood_weights: np.ndarray | None = None  # (M,) the OOD filter's soft weight; None: 1 (a hard filter)
 
 
-TRAINING_COLUMNS = ["index", "pseudo_label", "soft_label", "weight", "copies", "in_distribution"]
+TRAINING_COLUMNS = [
+    "index",
+    "pseudo_label",
+    "soft_label",
+    "weight",
+    "copies",
+    "ood_weight",
+    "in_distribution",
+]
 
 
 def read_training_table(path: str | Path) -> pd.DataFrame:
@@ -39,4 +48,6 @@ def training_targets(table: pd.DataFrame, classes: list[str], hard: bool) -> Pse
         ]
     else:
         targets = np.stack(pool["soft_label"].to_numpy()) if len(pool) else np.zeros((0, len(classes)))
-    return PseudoLabeled(pool["index"].to_numpy(np.int64), targets, pool["weight"].to_numpy())
+    return PseudoLabeled(
+        pool["index"].to_numpy(np.int64), targets, pool["weight"].to_numpy(), pool["ood_weight"].to_numpy()
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from contextlib import contextmanager
 from dataclasses import replace
@@ -12,14 +13,15 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import augment
-from pipeline.augment_batch import BatchStrong
+from pipeline.augment_batch import BatchStrong, BatchWeak
 from pipeline.checkpoint import load_classifier, load_encoder, read_architecture
 from pipeline.config.student import StrongAugment, StudentConfig
 from pipeline.data.store import Split
 from pipeline.datasets import Batched, Views, ViewsWithArrays, endless_loader
 from pipeline.distributed import wrap
-from pipeline.losses.semi import entropy_minimization, weighted_soft_cross_entropy
+from pipeline.losses.semi import consistency_loss, entropy_minimization, weighted_soft_cross_entropy
 from pipeline.models import Classifier, build_classifier
+from pipeline.pseudo.online import OnlineTargets, class_prior
 from pipeline.pseudo.targets import PseudoLabeled
 from pipeline.resume import set_augmentation_state
 from pipeline.runtime import LoopSetup
@@ -87,10 +89,14 @@ def student_data(
 ) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset, list, list[BatchStrong]]:
     """fit_student's labeled and pseudo-labeled datasets, the albumentations transforms inside them and
     the augmenters of whole batches, for `strong.backend`: "tensor" reads batches as they are and augments
-    each whole in the loop (no transforms); "albumentations" augments image by image in the loader."""
-    targets = {"target": pseudo.targets.astype(np.float32), "weight": pseudo.weights.astype(np.float32)}
+    each whole in the loop (no transforms; strong for labeled, strong and weak for unlabeled images);
+    "albumentations" augments image by image in the loader."""
+    targets = {"target": pseudo.targets.astype(np.float32), "weight": pseudo.weights.astype(np.float32),
+               "ood_weight": np.ones(len(pseudo.index), np.float32) if pseudo.ood_weights is None
+               else pseudo.ood_weights.astype(np.float32)}  # fmt: skip
     if strong.backend == "tensor":
-        on_batch = [BatchStrong(strong, image_size, seed), BatchStrong(strong, image_size, seed + 1)]
+        on_batch = [BatchStrong(strong, image_size, seed), BatchStrong(strong, image_size, seed + 1),
+                    BatchWeak(image_size, seed + 2)]  # fmt: skip
         lab = Batched(images, labeled.index, label=labeled.labels)
         return lab, Batched(images, pseudo.index, **targets), [], on_batch
     ops = (strong.num_ops, strong.magnitude, strong.cutout, image_size)
@@ -100,16 +106,44 @@ def student_data(
 
 
 def student_loss(
-    logits_l: torch.Tensor, labels: torch.Tensor, logits_u: torch.Tensor, targets: torch.Tensor,
-    weights: torch.Tensor, unlabeled_weight: float, entropy_weight: float,
+    logits_l: torch.Tensor, labels: torch.Tensor, logits_u: torch.Tensor, loss_u: torch.Tensor,
+    unlabeled_weight: float, entropy_weight: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
-    """loss = CE(labeled) + unlabeled_weight * weighted_soft_CE(pseudo) + entropy_weight * H(unlabeled),
-    every tensor on the logits' device; returns the loss and its terms."""
+    """loss = CE(labeled) + unlabeled_weight * loss_u + entropy_weight * H(unlabeled), every tensor on the
+    logits' device, with loss_u the pseudo-label term (offline: `weighted_soft_cross_entropy` against the
+    round's table; online: `consistency_loss` against the weak view). Returns the loss and its terms."""
     loss_l = F.cross_entropy(logits_l, labels)
-    loss_u = weighted_soft_cross_entropy(logits_u, targets, weights)
     loss_ent = entropy_minimization(logits_u, torch.ones(len(logits_u), device=logits_u.device))
     loss = loss_l + unlabeled_weight * loss_u + entropy_weight * loss_ent
     return loss, {"train/loss_l": loss_l, "train/loss_u": loss_u, "train/entropy": loss_ent}
+
+
+def weak_view_targets(
+    net: torch.nn.Module, model: Classifier, xw: torch.Tensor, online: OnlineTargets, compute
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The online targets of a batch: the softmax of `net` (the student, or its EMA teacher) on the weak
+    views `xw`, un-noised (`model` in eval mode: no dropout, no stochastic depth, BatchNorm's running
+    statistics) and without gradient, through `online` (alignment, then mask or weight)."""
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), compute.autocast():
+            probs = F.softmax(net(xw).float(), dim=1)
+    finally:
+        model.train(training)
+    return online(probs)
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """Mean Teacher's weights (Tarvainen & Valpola 2017), BatchNorm's running statistics copied:
+
+    theta'_t = decay * theta'_(t-1) + (1 - decay) * theta_t
+    """
+    for mean, param in zip(ema.parameters(), model.parameters(), strict=True):
+        mean.lerp_(param.detach(), 1.0 - decay)
+    for mean, buffer in zip(ema.buffers(), model.buffers(), strict=True):
+        mean.copy_(buffer)
 
 
 def fit_student(
@@ -123,6 +157,14 @@ def fit_student(
 ) -> dict[str, float]:
     """Noisy-student training on labeled + pseudo-labeled images, both strongly augmented, in one batch
     (`student_loss`, the entropy weight ramped up over `entropy_warmup` of the steps).
+
+    The pseudo-label term, by `cfg.consistency`:
+    - offline: the round's table (the previous round's predictions) is the fixed target, with its weight;
+    - online: each step the model itself, un-noised (eval mode: no dropout, no stochastic depth, BatchNorm's
+      running statistics) and without gradient, predicts a weak view of each unlabeled image; that
+      prediction, aligned and masked by `OnlineTargets` (FreeMatch / SoftMatch / FixMatch), is the hard
+      target of the strong view (`consistency_loss`). The table still chooses the images (its OOD filter)
+      and `pl/online_agreement` logs how often the online label equals the table's.
 
     Noise: strong augmentation here, dropout and stochastic depth inside the model (train mode).
     With a resume point, start from its saved state if it has one and write one every `resume.every` steps.
@@ -141,7 +183,15 @@ def fit_student(
         lab, unl, transforms, on_batch = student_data(
             images, labeled, pseudo, cfg.strong, image_size, aug_seed
         )
-        modules = {"model": model, "optimizer": opt, **{f"augment_{i}": a for i, a in enumerate(on_batch)}}
+        online, ema = None, None
+        if cfg.consistency == "online":
+            prior = class_prior(cfg.online.alignment, labeled.labels, model.arch.num_classes)
+            online = {"online_targets": OnlineTargets(cfg.online, prior)}
+            if cfg.online.teacher_ema > 0:  # the targets' model: an EMA of the student's weights
+                ema = copy.deepcopy(model).eval().requires_grad_(False)
+                online["ema_teacher"] = ema
+        modules = {"model": model, "optimizer": opt, **{f"augment_{i}": a for i, a in enumerate(on_batch)},
+                   **(online or {})}  # fmt: skip
         session = Resumable(setup.resume, modules, transforms, setup.log)
         if session.saved:  # before a loader's worker process starts with a copy of the generators
             set_augmentation_state(session.saved["rng"]["albumentations"], transforms)
@@ -169,23 +219,41 @@ def fit_student(
             ((xl, al), _), ((xu, au), _) = batch
             if on_batch:
                 with waiting.counted():
+                    xw = on_batch[2](xu) if online else None
                     xl, xu = on_batch[0](xl), on_batch[1](xu)
-            xl, al, xu, au = compute.to_device((xl, al, xu, au))
+            xl, al, xu, au, xw = compute.to_device((xl, al, xu, au, xw))
+            logs = {}
+            if online:
+                teacher = (ema, ema) if ema is not None else (net, model)
+                probs_w, weights = weak_view_targets(*teacher, xw, online["online_targets"], compute)
+                weights = weights * au["ood_weight"]
+                offline_label = au["target"].argmax(dim=1)
+                logs["pl/online_agreement"] = (probs_w.argmax(dim=1) == offline_label).float().mean()
+                logs["pl/online_threshold"] = online["online_targets"].threshold()
+            else:
+                weights = au["weight"]
             with compute.autocast():
                 logits = net(torch.cat([xl, xu])).float()
+            logits_u = logits[len(xl) :]
+            if online:
+                loss_u = consistency_loss(logits_u, probs_w, weights)
+            else:
+                loss_u = weighted_soft_cross_entropy(logits_u, au["target"], weights)
             lam = linear_ramp(i, ramp, cfg.entropy_weight)
             loss, terms = student_loss(
-                logits[: len(xl)], al["label"], logits[len(xl) :], au["target"], au["weight"],
-                cfg.unlabeled_weight, lam,
-            )  # fmt: skip
+                logits[: len(xl)], al["label"], logits_u, loss_u, cfg.unlabeled_weight, lam
+            )
             return loss, {
                 **terms,
+                **logs,
                 "train/entropy_weight": lam,
-                "pl/batch_mask_rate": (au["weight"] > 0).float().mean(),
+                "pl/batch_mask_rate": (weights > 0).float().mean(),
                 "time/data_wait_share": waiting.share(),
             }
 
         def after_step(i: int, batch) -> None:  # the generators as they were after this batch
+            if ema is not None:
+                update_ema(ema, model, cfg.online.teacher_ema)
             (_, lab_state), (_, unl_state) = batch
             session.save(i + 1, steps, lab_state + unl_state)
 

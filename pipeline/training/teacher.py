@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
+
 import numpy as np
 import torch.nn.functional as F
 
@@ -10,6 +13,8 @@ from pipeline.config.teacher import TeacherConfig
 from pipeline.data.store import Split
 from pipeline.datasets import Views, ViewsWithArrays, endless_loader
 from pipeline.distributed import wrap
+from pipeline.inference import predict
+from pipeline.metrics import accuracy
 from pipeline.models import Classifier
 from pipeline.runtime import LoopSetup
 from pipeline.schedules import warmup_cosine
@@ -30,14 +35,17 @@ def fit_teacher(
     labeled: Split,
     cfg: TeacherConfig,
     setup: LoopSetup,
+    frozen: bool | None = None,
 ) -> dict[str, float]:
     """Train encoder + linear head on the labeled images with weak augmentation (cross-entropy); the
-    encoder is fine-tuned or, with few labels per class, frozen (`encoder_frozen`).
+    encoder is `frozen` (a linear probe) or fine-tuned; None: frozen with few labels per class
+    (`encoder_frozen`).
     With a resume point, start from its saved state if it has one and write one every `resume.every` steps.
     Under torchrun (`setup.world`), each process trains on its slice of every batch (pipeline.distributed).
     On `setup.compute`'s device and precision; the model is back on the CPU when it returns."""
     image_size, seed, world, compute = setup.image_size, setup.seed, setup.world, setup.compute
-    frozen = encoder_frozen(cfg, labeled.labels, model.arch.num_classes)
+    if frozen is None:
+        frozen = encoder_frozen(cfg, labeled.labels, model.arch.num_classes)
     steps = cfg.total_steps(len(labeled.index), cfg.batch_size)
     with on_device([model], compute):
         model.encoder.requires_grad_(not frozen)
@@ -73,3 +81,62 @@ def fit_teacher(
         )  # fmt: skip
         model.encoder.requires_grad_(True)
     return last
+
+
+def fit_teacher_by_validation(
+    *,
+    model: Classifier,
+    images: np.ndarray,
+    labeled: Split,
+    validation: Split,
+    cfg: TeacherConfig,
+    setup: LoopSetup,
+) -> tuple[str, dict[str, float]]:
+    """Train a linear probe and a fine-tuned teacher, both from `model`'s weights, and keep in `model` the
+    one more accurate on the `validation` images (ties: the probe, the simpler). Each candidate logs its
+    curves with its name as prefix and has its own resume point. Returns the chosen mode and the validation
+    accuracy of each ("probe", "finetune")."""
+    start, scores, trained = copy.deepcopy(model.state_dict()), {}, {}
+    modes = {"probe": True} if cfg.encoder_lr_scale == 0 else {"probe": True, "finetune": False}
+    for mode, frozen in modes.items():
+        model.load_state_dict(start)
+        candidate = replace(
+            setup,
+            log=lambda metrics, step, mode=mode: setup.log(
+                {f"{mode}/{k}": v for k, v in metrics.items()}, step
+            ),
+            resume=setup.resume.derived(mode) if setup.resume else None,
+        )
+        fit_teacher(model=model, images=images, labeled=labeled, cfg=cfg, setup=candidate, frozen=frozen)
+        logits, _ = predict(model, images, validation.index, compute=setup.compute)
+        scores[mode] = accuracy(logits.argmax(axis=1), validation.labels)
+        trained[mode] = copy.deepcopy(model.state_dict())
+    chosen = max(modes, key=lambda mode: (scores[mode], mode == "probe"))
+    model.load_state_dict(trained[chosen])
+    return chosen, scores
+
+
+def train_teacher(
+    *,
+    model: Classifier,
+    images: np.ndarray,
+    labeled: Split,
+    validation: Split | None,
+    cfg: TeacherConfig,
+    setup: LoopSetup,
+) -> str:
+    """The teacher stage's training: with a `validation` split and `cfg.select: validation`, the better of a
+    linear probe and a fine-tuned teacher on it (`fit_teacher_by_validation`), else `fit_teacher` by the
+    labels-per-class rule. Returns which was kept: probe, finetune, or how the rule chose."""
+    if validation is None or cfg.select == "rule":
+        frozen = encoder_frozen(cfg, labeled.labels, model.arch.num_classes)
+        fit_teacher(model=model, images=images, labeled=labeled, cfg=cfg, setup=setup, frozen=frozen)
+        return f"{'probe' if frozen else 'finetune'} by rule" + (
+            " (no validation set)" if validation is None else ""
+        )
+    mode, scores = fit_teacher_by_validation(
+        model=model, images=images, labeled=labeled, validation=validation, cfg=cfg, setup=setup
+    )
+    setup.log({f"val/{name}_accuracy": score for name, score in scores.items()}, 0)
+    print(f"teacher: {mode} kept (validation: " + ", ".join(f"{k} {v:.2%}" for k, v in scores.items()) + ")")
+    return mode

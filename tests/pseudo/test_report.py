@@ -20,7 +20,7 @@ def round_table(mode: str = "threshold", threshold: float = 0.7) -> pd.DataFrame
         paths=np.array([f"u/{i}.png" for i in range(5)]),
     )
     selection = select_pseudo_labels(probs, ood_score <= 0.5, mode, threshold, "confidence")
-    return pseudo_label_table("r1", pool, probs, selection, ood_score, CLASSES)
+    return pseudo_label_table("r1", pool, probs, selection, ood_score, np.ones(len(probs)), CLASSES)
 
 
 def test_table_has_one_row_per_image_with_its_decision():

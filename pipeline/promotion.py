@@ -1,0 +1,107 @@
+"""Which round's model the pipeline hands out: the best on the validation images, never a worse one; and the
+checks that keep a useless model from being handed out without a word."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.config.common import ValidationConfig
+from pipeline.data.store import Split
+
+
+@dataclass(frozen=True)
+class Promotion:
+    round: str  # the promoted round
+    validated: bool  # chosen on validation images (False: no validation set, the last round)
+    note: str  # one line for the summary and the MLflow run
+
+
+def promote(val_accuracy: dict[str, float] | None, order: list[str], why_unvalidated: str = "") -> Promotion:
+    """The round with the best validation accuracy (ties: the later round, which trained on more); the
+    rounds after it that scored lower are named as worse. Without validation (`val_accuracy` None) the last
+    round, saying so with `why_unvalidated`."""
+    if val_accuracy is None:
+        last = order[-1]
+        return Promotion(last, False, f"{last} promoted as the last round, not validated: {why_unvalidated}")
+    best = max(order, key=lambda name: (val_accuracy[name], order.index(name)))
+    note = f"{best} promoted (validation {val_accuracy[best]:.2%})"
+    worse = [name for name in order[order.index(best) + 1 :] if val_accuracy[name] < val_accuracy[best]]
+    if worse:
+        scores = ", ".join(f"{name} {val_accuracy[name]:.2%}" for name in worse)
+        note += f"; {', '.join(worse)} {'was' if len(worse) == 1 else 'were'} worse on validation ({scores})"
+    return Promotion(best, True, note)
+
+
+def pixel_logistic_accuracy(
+    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, num_classes: int,
+    l2: float = 1e-2, steps: int = 100,
+) -> float:  # fmt: skip
+    """A trivial baseline: multinomial logistic regression on raw pixels (uint8 images, flattened and
+    standardised by the training images' per-pixel mean and std), L2-regularised, fit by L-BFGS on
+    `train_*`, accuracy on `val_*`. A model below this has learned less than the pixels give away."""
+    x = torch.from_numpy(train_x.reshape(len(train_x), -1)).double()
+    v = torch.from_numpy(val_x.reshape(len(val_x), -1)).double()
+    mean, std = x.mean(dim=0), x.std(dim=0).clamp_min(1.0)
+    x, v = (x - mean) / std, (v - mean) / std
+    y = torch.as_tensor(train_y, dtype=torch.long)
+    w = torch.zeros(x.shape[1], num_classes, dtype=torch.double, requires_grad=True)
+    b = torch.zeros(num_classes, dtype=torch.double, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(x @ w + b, y) + l2 * (w**2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        pred = (v @ w + b).argmax(dim=1).numpy()
+    return float((pred == val_y).mean())
+
+
+def usefulness_warnings(promoted: str, val_accuracy: float, baseline: float, num_classes: int) -> list[str]:
+    """Loud warnings when the promoted model is at chance or below the pixel baseline on validation, with
+    the likely causes."""
+    warnings, chance = [], 1.0 / num_classes
+    if val_accuracy < 1.5 * chance:
+        warnings.append(
+            f"{promoted} is at chance on the validation images ({val_accuracy:.1%}, chance {chance:.1%}): "
+            "the SSL encoder likely learned a shortcut (colour images: check the views' colour jitter and "
+            "grayscale) or pretraining collapsed; see pretrain's kNN accuracy"
+        )
+    if val_accuracy < baseline:
+        warnings.append(
+            f"{promoted} ({val_accuracy:.1%} on validation) is below logistic regression on raw pixels "
+            f"({baseline:.1%}) trained on the same labeled images: the pipeline's model is not worth "
+            "using as it is; try another pretrain.method, more pretraining or teacher fine-tuning"
+        )
+    return warnings
+
+
+def choose_round(
+    results: dict[str, dict[str, float]], order: list[str], images: np.ndarray, train: Split,
+    validation: Split | None, cfg: ValidationConfig, num_classes: int,
+) -> tuple[Promotion, dict[str, float], list[str]]:  # fmt: skip
+    """The promoted round from evaluate's `results` ({round: metrics with `val/accuracy` when there is a
+    validation split}), marked in them as `promoted` 1 / 0; the metrics to log (the pixel baseline) and the
+    warnings about the promoted model."""
+    if validation is None:
+        why = (f"fewer than validation.per_class + validation.min_train_per_class = "
+               f"{cfg.per_class + cfg.min_train_per_class} labeled images in some class")  # fmt: skip
+        promotion, logged, warnings = promote(None, order, why), {}, []
+    else:
+        promotion = promote({name: results[name]["val/accuracy"] for name in order}, order)
+        baseline = pixel_logistic_accuracy(
+            images[train.index], train.labels, images[validation.index], validation.labels, num_classes
+        )
+        logged = {"val/pixel_logistic_accuracy": baseline}
+        val = results[promotion.round]["val/accuracy"]
+        warnings = usefulness_warnings(promotion.round, val, baseline, num_classes)
+    for name in order:
+        results[name]["promoted"] = float(name == promotion.round)
+    return promotion, logged, warnings
