@@ -53,8 +53,21 @@ QUICK = {  # a smoke run of the script itself, not a measurement
 }
 
 
-def setting_params(base: dict, out: Path, seed: int, rounds: int, ood: str, quick: bool) -> dict:
-    params = json.loads(json.dumps(base))
+def apply_overrides(params: dict, overrides: dict[str, str]) -> dict:
+    """`params` with each dotted key (student.online.teacher_ema) set to its YAML value, in place."""
+    for key, value in overrides.items():
+        *parents, last = key.split(".")
+        section = params
+        for parent in parents:
+            section = section[parent]
+        section[last] = yaml.safe_load(value)
+    return params
+
+
+def setting_params(
+    base: dict, out: Path, seed: int, rounds: int, ood: str, quick: bool, overrides: dict | None = None
+) -> dict:
+    params = apply_overrides(json.loads(json.dumps(base)), overrides or {})
     params["seed"] = seed
     data = {"labeled": "data/labeled", "unlabeled": "data/unlabeled", "test": "data/test",
             "analysis": "data/analysis.csv"}  # fmt: skip
@@ -72,16 +85,27 @@ def setting_params(base: dict, out: Path, seed: int, rounds: int, ood: str, quic
 SHARED = ("labeled", "unlabeled", "test", "analysis", "prepared", "encoder")  # what a variant can reuse
 
 
-def run_setting(name: str, args, base: dict, seed: int, demo: dict, ood: str, reuse: dict | None) -> dict:
+def run_setting(
+    name: str,
+    args,
+    base: dict,
+    seed: int,
+    demo: dict,
+    ood: str,
+    reuse: dict | None,
+    variant: tuple = ("", {}),
+) -> dict:
     """Export the data, run every stage, return the evaluation of each round plus the references.
 
-    With `reuse` (the result of a setting with the same data and seed that differed only in the OOD method),
+    `variant`: (name, {dotted key: value}) of student or pseudolabel settings that differ from params.yaml.
+    With `reuse` (the result of a setting with the same data and seed that differed only in the OOD method
+    or the variant),
     its data, prepared store, SSL encoder and teacher are used as they are and only the rounds run; its
     stage times are added to this setting's, so the minutes compare with a full run.
     """
     out = args.out / name
     start, cpu_start = time.perf_counter(), cpu_seconds()
-    params = setting_params(base, out, seed, args.rounds, ood, args.quick)
+    params = setting_params(base, out, seed, args.rounds, ood, args.quick, variant[1])
     if reuse is None:
         export_demo(out / "data", args.idx_dir, seed=seed, force=True, n_test=args.test, **demo)
         export_seconds = time.perf_counter() - start
@@ -105,7 +129,7 @@ def run_setting(name: str, args, base: dict, seed: int, demo: dict, ood: str, re
         shared = ("export", "prepare", "pretrain", "teacher", "supervised")
         shared_seconds = sum(reuse["stage_seconds"][k] for k in shared)
     result = {
-        "name": name, "seed": seed, "ood": ood, "demo": demo,
+        "name": name, "seed": seed, "ood": ood, "demo": demo, "variant": variant[0],
         **{k: v for k, v in demo.items() if k != "classes"},
         "rounds": json.loads((out / "metrics" / "eval.json").read_text()), "supervised": supervised,
         "seconds": time.perf_counter() - start + shared_seconds, "cpu_seconds": cpu_seconds() - cpu_start,
@@ -179,24 +203,30 @@ def labels_table(results: list[dict], rounds: int, all_labels: float | None) -> 
         "| minutes per run, median (range) |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for n in sorted({r["labels_per_class"] for r in results}):
-        runs = [r for r in results if r["labels_per_class"] == n]
+    for n, variant in sorted({(r["labels_per_class"], r.get("variant", "")) for r in results}):
+        runs = [r for r in results if r["labels_per_class"] == n and r.get("variant", "") == variant]
         minutes = minutes_range([r["seconds"] / 60 for r in runs])
         supervised = mean_std([r["supervised"] for r in runs])
-        lines.append(f"| {10 * n} | supervised only | {supervised} | – | – | – | {len(runs)} | |")
+        n = f"{10 * n} ({variant})" if variant else n  # the label cell: 40, or 40 (online)
+        lines.append(f"| {label_cell(n)} | supervised only | {supervised} | – | – | – | {len(runs)} | |")
         for k in range(rounds + 1):
             metrics = [r["rounds"][f"r{k}"] for r in runs]
             model = "teacher (r0)" if k == 0 else f"student r{k}"
             acc = mean_std([m["test/accuracy"] for m in metrics])
             precision = mean_std([m.get("pl/precision", float("nan")) for m in metrics])
             accepted = mean_std([m.get("pl/accepted", float("nan")) for m in metrics], False, decimals=0)
-            lines.append(f"| {10 * n} | {model} | {acc} | {precision} | {accepted} | | {len(runs)} | "
+            lines.append(f"| {label_cell(n)} | {model} | {acc} | {precision} | {accepted} | | {len(runs)} | "
                          f"{minutes if k == rounds else ''} |")  # fmt: skip
         names = ", ".join(promoted(r)[0] for r in runs)
         acc = mean_std([promoted(r)[1]["test/accuracy"] for r in runs])
         gap = mean_std([gap_closed(r, all_labels) for r in runs], percent=False, decimals=2)
-        lines.append(f"| {10 * n} | **promoted** ({names}) | {acc} | | | {gap} | {len(runs)} | |")
+        lines.append(f"| {label_cell(n)} | **promoted** ({names}) | {acc} | | | {gap} | {len(runs)} | |")
     return lines
+
+
+def label_cell(n) -> str:
+    """The labels column: 10 x labels per class, with the variant's name when there is one."""
+    return str(10 * n) if isinstance(n, int) else n
 
 
 def mismatch_table(results: list[dict], rounds: int) -> list[str]:
@@ -307,6 +337,11 @@ def main() -> None:
         "--resume", action="store_true", help="keep the settings already in --results (same params)"
     )
     parser.add_argument("--only", nargs="+", help="run only these settings now (e.g. labels40-seed1)")
+    parser.add_argument(
+        "--variant", nargs="+", action="append", default=[], metavar="NAME KEY=VALUE",
+        help="label-count settings again with these student/pseudolabel settings, sharing the data, encoder "
+        "and teacher (e.g. --variant online student.consistency=online)",
+    )  # fmt: skip
     args = parser.parse_args()
     command = " ".join(["python bench/pseudo_labels.py", *shown_args(sys.argv[1:])])
     if args.quick:  # the supervised reference too
@@ -314,22 +349,31 @@ def main() -> None:
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     ood_default = base["pseudolabel"]["ood"]["method"]
 
+    variants = [("", {})]
+    for name, *pairs in args.variant:
+        overrides = dict(pair.split("=", 1) for pair in pairs)
+        if not all(key.startswith(("student.", "pseudolabel.")) for key in overrides):
+            parser.error(f"--variant {name}: only student.* and pseudolabel.* keys (the shared teacher)")
+        variants.append((name, overrides))
     settings = []
     if args.part in ("labels", "both"):
         for n in args.labels_per_class:
             for seed in args.seeds:
                 demo = {"labels_per_class": n, "n_unlabeled": args.unlabeled, "mismatch": 0.0}
-                settings.append(("labels", f"labels{10 * n}-seed{seed}", seed, demo, ood_default))
+                for variant in variants:
+                    name = f"labels{10 * n}-seed{seed}" + (f"-{variant[0]}" if variant[0] else "")
+                    settings.append(("labels", name, seed, demo, ood_default, variant))
     if args.part in ("mismatch", "both"):
         for share in args.mismatch:
             for ood in args.ood_methods:
                 demo = {"labels_per_class": args.mismatch_labels, "n_unlabeled": args.unlabeled,
                         "classes": KNOWN, "mismatch": share}  # fmt: skip
-                settings.append(("mismatch", f"mismatch{round(100 * share)}-{ood}", args.seeds[0], demo, ood))
+                name = f"mismatch{round(100 * share)}-{ood}"
+                settings.append(("mismatch", name, args.seeds[0], demo, ood, ("", {})))
 
     settings.sort(key=lambda s: (s[2], s[0] == "mismatch"))  # one seed of everything first
-    wanted = {name: setting_params(base, args.out / name, seed, args.rounds, ood, args.quick)
-              for _, name, seed, _, ood in settings}  # fmt: skip
+    wanted = {name: setting_params(base, args.out / name, seed, args.rounds, ood, args.quick, variant[1])
+              for _, name, seed, _, ood, variant in settings}  # fmt: skip
     kept = json.loads(args.results.read_text()) if args.resume and args.results.is_file() else []
     wanted["all-labels"] = setting_params(base, args.out / "all-labels", 0, 1, "none", args.quick)
     results = [r for r in kept if r["name"] in wanted and same_run(r["params"], wanted[r["name"]])]
@@ -342,11 +386,11 @@ def main() -> None:
             first_of.setdefault(setting_key(result["part"], result["seed"], result["demo"]), result)
     if args.part in ("labels", "both") and not any(r["part"] == "reference" for r in results):
         results.append(all_labels_reference(args, base))
-    for part, name, seed, demo, ood in settings:
+    for part, name, seed, demo, ood, variant in settings:
         if name in done or (args.only and name not in args.only):
             continue
         key = setting_key(part, seed, demo)
-        result = run_setting(name, args, base, seed, demo, ood, reuse=first_of.get(key))
+        result = run_setting(name, args, base, seed, demo, ood, reuse=first_of.get(key), variant=variant)
         first_of.setdefault(key, {"part": part, **result})
         results.append({"part": part, **result})
         args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -86,4 +86,4 @@ def rounds_table(rows: list[dict], caption: str | None = None) -> Table:
 
 
 def print_table(table: Table) -> None:
-    Console(width=120).print(table)
+    Console(width=140).print(table)

@@ -12,7 +12,7 @@ RESULTS = {
 
 
 def rendered(table) -> str:
-    console = Console(width=120, record=True)
+    console = Console(width=140, record=True)
     console.print(table)
     return console.export_text()
 
