@@ -88,7 +88,9 @@ def test_pipeline_logs_runs_models_and_artifacts_to_a_tracking_server(server, tm
     version = client.get_model_version_by_alias("pseudo-labeling-classifier", "final")
     dvc_md5 = yaml.safe_load((repo / "data/unlabeled.dvc").read_text())["outs"][0]["md5"]
     assert version.tags["round"] == "r1" and version.tags["data_hash.unlabeled"] == dvc_md5
-    assert version.tags["run_id"] == by_name["04 r1/student"].info.run_id
+    assert (
+        version.tags["run_id"] == by_name["05 evaluate"].info.run_id
+    )  # evaluate registers the promoted round
 
     out = tmp_path / "predictions.csv"
     model = "pseudo-labeling-classifier@final"

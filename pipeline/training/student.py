@@ -217,6 +217,7 @@ def fit_student(
 
         def step(i: int, batch) -> tuple:
             ((xl, al), _), ((xu, au), _) = batch
+            xw = None  # the weak views: online consistency only (whole batches, the tensor backend)
             if on_batch:
                 with waiting.counted():
                     xw = on_batch[2](xu) if online else None
