@@ -22,8 +22,6 @@ import torch
 from pipeline.config.student import OnlineConfig
 from pipeline.losses.semi import align_distribution, self_adaptive_mask, truncated_gaussian_weight
 
-STATISTICS = ("model_mean", "tau", "class_mean", "confidence_mean", "confidence_var")
-
 
 class OnlineTargets:
     """Callable: weak-view probabilities (B, C) -> (aligned probabilities, per-sample weights), updating the
@@ -51,14 +49,12 @@ class OnlineTargets:
             model_mean = self._update("model_mean", probs.mean(dim=0))
             probs = align_distribution(probs, self.prior.to(probs.device), model_mean)
         confidence = probs.max(dim=1).values
-        tau = self._update("tau", confidence.mean())
+        mean = self._update("confidence_mean", confidence.mean())  # FreeMatch's tau, SoftMatch's mu
         class_mean = self._update("class_mean", probs.mean(dim=0))
-        mean = self._update("confidence_mean", confidence.mean())
-        var = self._update(
-            "confidence_var", confidence.var(unbiased=True) if len(confidence) > 1 else tau * 0
-        )
+        spread = confidence.var(unbiased=True) if len(confidence) > 1 else torch.zeros_like(mean)
+        var = self._update("confidence_var", spread)
         if self.cfg.mask == "freematch":
-            weights = self_adaptive_mask(probs, tau, class_mean)
+            weights = self_adaptive_mask(probs, mean, class_mean)
         elif self.cfg.mask == "softmatch":
             weights = truncated_gaussian_weight(confidence, mean, var)
         else:
@@ -67,9 +63,9 @@ class OnlineTargets:
 
     def threshold(self) -> float:
         """The global confidence threshold in force: FreeMatch's tau, SoftMatch's mean, or the fixed one."""
-        if self.cfg.mask == "fixed" or not self.stats:
-            return self.cfg.threshold if self.cfg.mask == "fixed" else float("nan")
-        return float(self.stats["tau" if self.cfg.mask == "freematch" else "confidence_mean"])
+        if self.cfg.mask == "fixed":
+            return self.cfg.threshold
+        return float(self.stats["confidence_mean"]) if self.stats else float("nan")
 
 
 def class_prior(alignment: str, labels, num_classes: int) -> torch.Tensor:

@@ -88,7 +88,8 @@ class OODDecision:
     @property
     def weight(self) -> np.ndarray:
         """(N,) 1, or with `soft` the in-distribution p-value p (share of held-out scores >= the image's)
-        over the rejected share: min(1, p / (1 - keep)), 1 inside the threshold and falling to 0 past it."""
+        over the share of held-out scores past the threshold: min(1, p / share), 1 inside the threshold and
+        falling to 0 past it."""
         if not self.soft:
             return np.ones(len(self.scores))
         held = np.sort(self.held_out)

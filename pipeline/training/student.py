@@ -220,7 +220,8 @@ def fit_student(
             xw = None  # the weak views: online consistency only (whole batches, the tensor backend)
             if on_batch:
                 with waiting.counted():
-                    xw = on_batch[2](xu) if online else None
+                    if online:
+                        xw = on_batch[2](xu)
                     xl, xu = on_batch[0](xl), on_batch[1](xu)
             xl, al, xu, au, xw = compute.to_device((xl, al, xu, au, xw))
             logs = {}
