@@ -1,5 +1,8 @@
 """DVC stage `teacher` (round r0): SSL encoder + linear head on the labeled images, as a linear probe or
-fine-tuned, whichever does better on the validation images (without them: by labels per class)."""
+fine-tuned, or the same network trained from scratch: whichever does best on the validation images (without
+them: probe or fine-tuned by labels per class)."""
+
+import copy
 
 from pipeline import artifacts
 from pipeline.checkpoint import load_encoder, save_round_model
@@ -21,12 +24,13 @@ def main() -> None:
     encoder, ssl_ckpt = load_encoder(artifacts.encoder(paths))
     arch = Architecture(**{**ssl_ckpt["arch"], "num_classes": len(data.classes), "dropout": cfg.dropout})
     model = build_classifier(arch, data.stats["mean"], data.stats["std"])
+    initial = copy.deepcopy(model.state_dict())  # random (seeded): the scratch candidate starts here
     model.encoder.load_state_dict(encoder.state_dict())
     kept = {}  # the teacher's mode: probe, finetune or by rule
 
     def train(setup) -> None:
         kept["mode"] = train_teacher(model=model, images=data.images, labeled=labeled, validation=validation,
-                                     cfg=cfg, setup=setup)  # fmt: skip
+                                     cfg=cfg, setup=setup, initial=initial)  # fmt: skip
 
     def save(run) -> None:
         run.set_tag("teacher_mode", kept["mode"])

@@ -1,6 +1,9 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from pipeline.config.teacher import TeacherConfig
 from pipeline.data.store import Split
@@ -9,7 +12,7 @@ from pipeline.models import Architecture, build_classifier
 from pipeline.pseudo.pool import tta_probabilities
 from pipeline.pseudo.select import softmax
 from pipeline.runtime import LoopSetup
-from pipeline.training.teacher import encoder_frozen, fit_teacher_by_validation
+from pipeline.training.teacher import encoder_frozen, fit_teacher_by_validation, teacher_candidates
 
 
 @pytest.fixture
@@ -50,7 +53,7 @@ def test_tta_averages_augmented_views_repeatably(model_and_images):
 def test_the_teacher_freezes_its_encoder_only_with_few_labels_per_class(labels, scale, below, frozen):
     cfg = TeacherConfig(
         epochs=1, min_steps=1, max_steps=1, batch_size=1, lr=0.1, encoder_lr_scale=scale, select="rule",
-        freeze_encoder_below=below, weight_decay=0.0, dropout=0.0,
+        freeze_encoder_below=below, weight_decay=0.0, dropout=0.0, candidates=["probe"], scratch_lr=0.1,
     )  # fmt: skip
     assert encoder_frozen(cfg, np.arange(labels) % 10, num_classes=10) is frozen
 
@@ -68,9 +71,10 @@ def test_predict_in_batches_gives_the_whole_batch_outputs(model_and_images):
     assert empty.shape == (0, 3)
 
 
-def test_the_teacher_kept_is_the_candidate_better_on_validation():
-    """Two classes told apart by brightness; a probe and a fine-tuned teacher train from the same weights,
-    each logging under its own name, and the model that comes back scores what its mode scored."""
+def test_the_teacher_kept_is_the_candidate_best_on_validation():
+    """Two classes told apart by brightness; a probe and a fine-tuned teacher train from the same weights and
+    a scratch one from the initial weights, each logging under its own name, and the model that comes back
+    scores what its mode scored."""
     rng = np.random.default_rng(0)
     labels = np.arange(40) % 2
     images = rng.integers(0, 100, (40, 12, 12, 1)).astype(np.uint8) + (labels * 120)[:, None, None, None]
@@ -83,17 +87,41 @@ def test_the_teacher_kept_is_the_candidate_better_on_validation():
 
     torch.manual_seed(0)
     model = build_classifier(Architecture(channels=1, width=8, depth=1, num_classes=2))
+    initial = copy.deepcopy(model.state_dict())
+    with torch.no_grad():  # "pretrained": weights that differ from the initial ones
+        for p in model.encoder.parameters():
+            p.mul_(0.5)
     cfg = TeacherConfig(
         epochs=1, min_steps=20, max_steps=20, batch_size=8, lr=0.1, encoder_lr_scale=1.0, select="validation",
-        freeze_encoder_below=10, weight_decay=0.0, dropout=0.0,
+        freeze_encoder_below=10, weight_decay=0.0, dropout=0.0, candidates=["probe", "finetune", "scratch"],
+        scratch_lr=0.05,
     )  # fmt: skip
     logged = {}
     setup = LoopSetup(12, 0, lambda metrics, step: logged.update(metrics), log_every=1)
     mode, scores = fit_teacher_by_validation(
         model=model, images=images, labeled=split(np.arange(24)), validation=split(np.arange(24, 40)),
-        cfg=cfg, setup=setup,
+        cfg=cfg, setup=setup, initial=initial,
     )  # fmt: skip
-    assert set(scores) == {"probe", "finetune"} and scores[mode] == max(scores.values())
-    assert {"probe/train/loss", "finetune/train/loss"} <= set(logged)
+    assert set(scores) == {"probe", "finetune", "scratch"} and scores[mode] == max(scores.values())
+    assert {"probe/train/loss", "finetune/train/loss", "scratch/train/loss"} <= set(logged)
     logits, _ = predict(model, images, np.arange(24, 40))
     assert (logits.argmax(axis=1) == labels[24:]).mean() == scores[mode]
+    with pytest.raises(ValueError, match="initial weights"):
+        fit_teacher_by_validation(
+            model=model, images=images, labeled=split(np.arange(24)), validation=split(np.arange(24, 40)),
+            cfg=cfg, setup=setup,
+        )  # fmt: skip
+
+
+def test_teacher_candidates_follow_the_config():
+    cfg = TeacherConfig(
+        epochs=1, min_steps=1, max_steps=1, batch_size=8, lr=0.5, encoder_lr_scale=0.0, select="validation",
+        freeze_encoder_below=10, weight_decay=0.0, dropout=0.0, candidates=["scratch", "finetune", "probe"],
+        scratch_lr=0.1,
+    )  # fmt: skip
+    candidates = teacher_candidates(cfg)
+    assert list(candidates) == ["scratch", "probe"]  # no finetune with a frozen encoder lr; the listed order
+    assert candidates["scratch"].lr == 0.1 and candidates["scratch"].encoder_lr_scale == 1.0
+    assert candidates["probe"].lr == 0.5
+    with pytest.raises(ValidationError, match="listed twice"):
+        TeacherConfig(**{**cfg.model_dump(), "candidates": ["probe", "probe"]})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipeline.config.base import TrainingLength
 from pipeline.config.common import Common, ValidationConfig
@@ -17,14 +17,26 @@ class TeacherConfig(TrainingLength):
     lr: float = Field(gt=0)
     encoder_lr_scale: float = Field(ge=0, description="encoder lr = lr * this; 0 freezes the encoder")
     select: Literal["validation", "rule"] = Field(
-        description="validation: with a validation set, train a linear probe and a fine-tuned teacher and "
-        "keep the better on it; rule (or no validation set): freeze_encoder_below decides"
+        description="validation: with a validation set, train each of `candidates` and keep the best on it; "
+        "rule (or no validation set): freeze_encoder_below decides"
     )
+    candidates: list[Literal["probe", "finetune", "scratch"]] = Field(
+        min_length=1,
+        description="select: validation: the teachers tried (finetune only with encoder_lr_scale > 0)",
+    )
+    scratch_lr: float = Field(gt=0, description="peak lr of the scratch candidate (the whole network)")
     freeze_encoder_below: float = Field(
         ge=0, description="labels per class under which the encoder stays frozen (linear probe); 0: never"
     )
     weight_decay: float = Field(ge=0)
     dropout: float = Field(ge=0, lt=1)
+
+    @field_validator("candidates")
+    @classmethod
+    def _unique(cls, candidates: list[str]) -> list[str]:
+        if len(set(candidates)) != len(candidates):
+            raise ValueError(f"candidates are listed twice: {candidates}")
+        return candidates
 
 
 class TeacherParams(Common):

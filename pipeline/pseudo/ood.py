@@ -112,6 +112,25 @@ def calibrate_ood_threshold(in_distribution_scores: np.ndarray, keep: float) -> 
     return float(np.quantile(in_distribution_scores, keep, method="higher"))
 
 
+def threshold_interval(
+    in_distribution_scores: np.ndarray, keep: float, seed: int, draws: int = 200, level: float = 0.9
+) -> tuple[float, float]:
+    """The `level` percentile-bootstrap interval of `calibrate_ood_threshold`: the threshold recomputed on
+    `draws` resamples (with replacement, seeded) of the held-out scores; their (1 - level) / 2 and
+    (1 + level) / 2 quantiles. Wide when the threshold rests on few scores (40 labels: a handful of the
+    highest decide it)."""
+    scores = np.asarray(in_distribution_scores, dtype=np.float64)
+    if len(scores) == 0:
+        raise ValueError("cannot bootstrap an OOD threshold without in-distribution scores")
+    rng = np.random.default_rng(seed)
+    thresholds = np.concatenate([
+        np.quantile(scores[rng.integers(0, len(scores), (n, len(scores)))], keep, axis=1, method="higher")
+        for n in np.diff(np.r_[0:draws:50, draws])  # 50 resamples at a time: memory stays small
+    ])  # fmt: skip
+    low, high = np.quantile(thresholds, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
 def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """A fold number (0..folds-1) per sample, each class dealt round-robin over the folds in random order."""
     rng = np.random.default_rng(seed)

@@ -16,7 +16,7 @@ from pipeline.distributed import SINGLE, World
 from pipeline.inference import augmented_logits, encode, predict
 from pipeline.metrics import ood_auroc
 from pipeline.models import Classifier, Encoder
-from pipeline.pseudo.ood import calibrate_ood_threshold, ood_scores
+from pipeline.pseudo.ood import calibrate_ood_threshold, ood_scores, threshold_interval
 from pipeline.pseudo.report import pseudo_label_stats, pseudo_label_table
 from pipeline.pseudo.select import select_pseudo_labels, softmax
 
@@ -80,6 +80,24 @@ class OODDecision:
     threshold: float  # inf with the filter off
     separation: float = float("nan")  # AUROC of pool scores against held-out scores (0.5: indistinguishable)
     soft: bool = False
+    interval: tuple[float, float] = (float("nan"), float("nan"))  # 90 % bootstrap interval of the threshold
+
+    def stats(self) -> dict[str, float]:
+        """ood/* as logged (-1 where undefined: the filter off): the threshold, its bootstrap interval and
+        the pool's rejected share at either end of it, the separation, whether the filter went soft."""
+        low, high = self.interval
+        finite = {
+            "ood/threshold": self.threshold,
+            "ood/threshold_low": low,
+            "ood/threshold_high": high,
+            "ood/rejected_rate_at_low": (self.scores > low).mean() if np.isfinite(low) else np.nan,
+            "ood/rejected_rate_at_high": (self.scores > high).mean() if np.isfinite(high) else np.nan,
+            "ood/separation_auroc": self.separation,
+        }
+        return {
+            **{key: float(value) if np.isfinite(value) else -1.0 for key, value in finite.items()},
+            "ood/soft": float(self.soft),
+        }
 
     @property
     def in_distribution(self) -> np.ndarray:
@@ -127,7 +145,7 @@ def filter_ood(
     separation = ood_auroc(held_out, scores)
     return OODDecision(
         scores, held_out, calibrate_ood_threshold(held_out, cfg.keep_quantile), separation,
-        soft=separation < cfg.min_separation,
+        soft=separation < cfg.min_separation, interval=threshold_interval(held_out, cfg.keep_quantile, seed),
     )  # fmt: skip
 
 
@@ -171,8 +189,5 @@ def label_pool(
         probs, ood.in_distribution, cfg.mode, cfg.threshold, cfg.weighting, cfg.per_class
     )
     table = pseudo_label_table(round_name, pool, probs, selection, ood.scores, ood.weight, data.classes)
-    stats = pseudo_label_stats(table, data.classes, truth)
-    stats["ood/threshold"] = ood.threshold if np.isfinite(ood.threshold) else -1.0
-    stats["ood/separation_auroc"] = ood.separation if np.isfinite(ood.separation) else -1.0
-    stats["ood/soft"] = float(ood.soft)
+    stats = {**pseudo_label_stats(table, data.classes, truth), **ood.stats()}
     return RoundLabels(table, stats, ood)

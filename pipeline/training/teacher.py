@@ -1,4 +1,5 @@
-"""The teacher (round r0): the SSL encoder and a linear head trained on the labeled images."""
+"""The teacher (round r0): the SSL encoder and a linear head trained on the labeled images; with validation
+images, the best of a linear probe, a fine-tuned encoder and the same network trained from scratch."""
 
 from __future__ import annotations
 
@@ -83,6 +84,23 @@ def fit_teacher(
     return last
 
 
+def teacher_candidates(cfg: TeacherConfig) -> dict[str, TeacherConfig]:
+    """The teachers `fit_teacher_by_validation` tries, each with the settings it trains with: probe (a linear
+    head on the frozen SSL encoder), finetune (encoder and head from the SSL weights; not with
+    encoder_lr_scale 0) and scratch (the same network from random initialisation at `scratch_lr`: the
+    supervised-only model, which a teacher from pretraining has to beat)."""
+    settings = {
+        "probe": cfg,
+        "finetune": cfg,
+        "scratch": cfg.model_copy(update={"lr": cfg.scratch_lr, "encoder_lr_scale": 1.0}),
+    }
+    return {
+        name: settings[name]
+        for name in cfg.candidates
+        if not (name == "finetune" and cfg.encoder_lr_scale == 0)
+    }
+
+
 def fit_teacher_by_validation(
     *,
     model: Classifier,
@@ -91,15 +109,19 @@ def fit_teacher_by_validation(
     validation: Split,
     cfg: TeacherConfig,
     setup: LoopSetup,
+    initial: dict | None = None,
 ) -> tuple[str, dict[str, float]]:
-    """Train a linear probe and a fine-tuned teacher, both from `model`'s weights, and keep in `model` the
-    one more accurate on the `validation` images (ties: the probe, the simpler). Each candidate logs its
-    curves with its name as prefix and has its own resume point. Returns the chosen mode and the validation
-    accuracy of each ("probe", "finetune")."""
-    start, scores, trained = copy.deepcopy(model.state_dict()), {}, {}
-    modes = {"probe": True} if cfg.encoder_lr_scale == 0 else {"probe": True, "finetune": False}
-    for mode, frozen in modes.items():
-        model.load_state_dict(start)
+    """Train each of `teacher_candidates(cfg)` and keep in `model` the one most accurate on the `validation`
+    images (ties: the earlier in `cfg.candidates`). probe and finetune start from
+    `model`'s weights, scratch from `initial` (the network's random initialisation; required with it). Each
+    candidate logs its curves with its name as prefix and has its own resume point. Returns the chosen mode
+    and the validation accuracy of each."""
+    candidates = teacher_candidates(cfg)
+    if "scratch" in candidates and initial is None:
+        raise ValueError("the scratch teacher candidate needs the network's initial weights")
+    pretrained, scores, trained = copy.deepcopy(model.state_dict()), {}, {}
+    for mode, settings in candidates.items():
+        model.load_state_dict(initial if mode == "scratch" else pretrained)
         candidate = replace(
             setup,
             log=lambda metrics, step, mode=mode: setup.log(
@@ -107,11 +129,13 @@ def fit_teacher_by_validation(
             ),
             resume=setup.resume.derived(mode) if setup.resume else None,
         )
-        fit_teacher(model=model, images=images, labeled=labeled, cfg=cfg, setup=candidate, frozen=frozen)
+        frozen = mode == "probe"
+        fit_teacher(model=model, images=images, labeled=labeled, cfg=settings, setup=candidate, frozen=frozen)
         logits, _ = predict(model, images, validation.index, compute=setup.compute)
         scores[mode] = accuracy(logits.argmax(axis=1), validation.labels)
         trained[mode] = copy.deepcopy(model.state_dict())
-    chosen = max(modes, key=lambda mode: (scores[mode], mode == "probe"))
+    order = list(candidates)
+    chosen = max(order, key=lambda mode: (scores[mode], -order.index(mode)))
     model.load_state_dict(trained[chosen])
     return chosen, scores
 
@@ -124,10 +148,12 @@ def train_teacher(
     validation: Split | None,
     cfg: TeacherConfig,
     setup: LoopSetup,
+    initial: dict | None = None,
 ) -> str:
-    """The teacher stage's training: with a `validation` split and `cfg.select: validation`, the better of a
-    linear probe and a fine-tuned teacher on it (`fit_teacher_by_validation`), else `fit_teacher` by the
-    labels-per-class rule. Returns which was kept: probe, finetune, or how the rule chose."""
+    """The teacher stage's training: with a `validation` split and `cfg.select: validation`, the best of
+    `cfg.candidates` on it (`fit_teacher_by_validation`; `initial`: the network's random initialisation, for
+    scratch), else `fit_teacher` by the labels-per-class rule. Returns which was kept: probe, finetune,
+    scratch, or how the rule chose."""
     if validation is None or cfg.select == "rule":
         frozen = encoder_frozen(cfg, labeled.labels, model.arch.num_classes)
         fit_teacher(model=model, images=images, labeled=labeled, cfg=cfg, setup=setup, frozen=frozen)
@@ -135,8 +161,9 @@ def train_teacher(
             " (no validation set)" if validation is None else ""
         )
     mode, scores = fit_teacher_by_validation(
-        model=model, images=images, labeled=labeled, validation=validation, cfg=cfg, setup=setup
-    )
+        model=model, images=images, labeled=labeled, validation=validation, cfg=cfg, setup=setup,
+        initial=initial,
+    )  # fmt: skip
     setup.log({f"val/{name}_accuracy": score for name, score in scores.items()}, 0)
     print(f"teacher: {mode} kept (validation: " + ", ".join(f"{k} {v:.2%}" for k, v in scores.items()) + ")")
     return mode

@@ -11,6 +11,7 @@ from pipeline.pseudo.ood import (
     msp_score,
     ood_scores,
     stratified_folds,
+    threshold_interval,
 )
 
 
@@ -47,6 +48,21 @@ def test_calibrated_threshold_keeps_the_asked_share():
     assert 0.95 <= (scores <= threshold).mean() <= 0.96  # at least the asked share is kept
     with pytest.raises(ValueError, match="in-distribution"):
         calibrate_ood_threshold(np.array([]), 0.95)
+
+
+def test_threshold_interval_narrows_with_more_held_out_scores():
+    rng = np.random.default_rng(0)
+    few, many = rng.normal(size=40), rng.normal(size=4000)
+    low_few, high_few = threshold_interval(few, 0.95, seed=0)
+    low_many, high_many = threshold_interval(many, 0.95, seed=0)
+    assert low_few <= calibrate_ood_threshold(few, 0.95) <= high_few
+    assert low_many < 1.645 < high_many  # the normal's 95 % quantile
+    assert high_many - low_many < (high_few - low_few) / 3  # ~ 1 / sqrt(100) as wide
+    assert threshold_interval(many, 0.95, seed=0) == (low_many, high_many)  # seeded
+    assert threshold_interval(many, 0.95, seed=1, draws=120) != (low_many, high_many)
+    assert threshold_interval(np.full(5, 2.0), 0.95, seed=0) == (2.0, 2.0)
+    with pytest.raises(ValueError, match="in-distribution"):
+        threshold_interval(np.array([]), 0.95, seed=0)
 
 
 def test_msp_and_energy_hand_computed():
