@@ -184,7 +184,8 @@ def add_unlabeled_command(sources: list[Path], params_file: Path, into: str | No
         report = add_unlabeled(sources, unlabeled, known, into)
     except (ConfigError, FileNotFoundError, FileExistsError) as err:
         sys.exit(f"error: {err}")
-    for kind, items in (("duplicate", report.duplicates), ("invalid", report.invalid)):
+    problems = {"duplicate": report.duplicates, "invalid": report.invalid, "special": report.special}
+    for kind, items in problems.items():
         for path, why in items[:SHOWN]:
             print(f"  {kind:<10} {path}: {why}")
         if len(items) > SHOWN:
@@ -192,7 +193,8 @@ def add_unlabeled_command(sources: list[Path], params_file: Path, into: str | No
     print(
         f"add-unlabeled: {len(report.copied)} copied to {unlabeled / into}, "
         f"{len(report.duplicates)} duplicates, {len(report.invalid)} invalid, "
-        f"{len(report.hidden)} hidden files ignored"
+        f"{len(report.hidden)} hidden files ignored, {len(report.special)} special files (FIFO, socket, "
+        "device) skipped unread"
     )
     if report.copied and dvc:
         subprocess.run(["dvc", "add", "-q", str(unlabeled)], check=True)

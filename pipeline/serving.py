@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from pipeline.data.prepare import decode_error_reason, decode_image, scan_folder
+from pipeline.data.scan import NotRegularFile
 from pipeline.data.store import Prepared
 from pipeline.datasets import to_tensor
 from pipeline.inference import batched_outputs
@@ -68,7 +69,8 @@ def predict_folder(
     """One row per file under `folder` (any nesting): path, label, confidence, status, reason.
 
     Images are decoded exactly as `prepare` decodes them; a file that cannot be decoded gets status 'error'
-    and the reason, not a crash. Hidden files (.DS_Store, …) are skipped.
+    and the reason, not a crash; a FIFO, socket or device file gets 'special', unread. Hidden files
+    (.DS_Store, …) are skipped.
     """
     files = [f for f in scan_folder(Path(folder), "unlabeled") if not Path(f.path).name.startswith(".")]
     rows, pixels = [], []
@@ -77,6 +79,8 @@ def predict_folder(
             img, _, _ = decode_image(f.read_bytes(), metadata["image_size"], metadata["channels"])
             pixels.append(img)
             rows.append({"path": f.path, "status": "ok", "reason": ""})
+        except NotRegularFile as err:  # a FIFO, socket or device file: never read
+            rows.append({"path": f.path, "status": "special", "reason": str(err)})
         except Exception as err:  # noqa: BLE001 - any decoder failure is reported per file
             rows.append({"path": f.path, "status": "error", "reason": decode_error_reason(err)})
     frame = pd.DataFrame(rows, columns=["path", "status", "reason"])

@@ -1,8 +1,5 @@
-"""DVC stage `teacher` (round r0): SSL encoder + linear head on the labeled images, as a linear probe or
-fine-tuned, or the same network trained from scratch: whichever does best on the validation images (without
-them: probe or fine-tuned by labels per class)."""
-
-import copy
+"""DVC stage `teacher` (round r0): encoder + linear head on the labeled images, a linear probe, fine-tuned or
+from scratch: the best on the validation images (without them: probe or fine-tuned by rule)."""
 
 from pipeline import artifacts
 from pipeline.checkpoint import load_encoder, save_round_model
@@ -24,13 +21,11 @@ def main() -> None:
     encoder, ssl_ckpt = load_encoder(artifacts.encoder(paths))
     arch = Architecture(**{**ssl_ckpt["arch"], "num_classes": len(data.classes), "dropout": cfg.dropout})
     model = build_classifier(arch, data.stats["mean"], data.stats["std"])
-    initial = copy.deepcopy(model.state_dict())  # random (seeded): the scratch candidate starts here
-    model.encoder.load_state_dict(encoder.state_dict())
     kept = {}  # the teacher's mode: probe, finetune or by rule
 
     def train(setup) -> None:
         kept["mode"] = train_teacher(model=model, images=data.images, labeled=labeled, validation=validation,
-                                     cfg=cfg, setup=setup, initial=initial)  # fmt: skip
+                                     cfg=cfg, setup=setup, encoder=encoder)  # fmt: skip
 
     def save(run) -> None:
         run.set_tag("teacher_mode", kept["mode"])

@@ -1,4 +1,5 @@
 import math
+import os
 
 import numpy as np
 import pytest
@@ -47,6 +48,16 @@ def test_predict_folder_labels_good_images_and_reports_bad_files_with_a_reason(t
     assert good["status"] == "ok" and good["reason"] == ""
     assert good["label"] == METADATA["classes"][int(probs.argmax())]
     assert good["confidence"] == pytest.approx(float(probs.max()), abs=1e-6)
+
+
+@pytest.mark.timeout(60)
+def test_predict_skips_a_fifo_unread(tmp_path):
+    Image.new("L", (28, 28), 128).save(tmp_path / "grey.png")
+    os.mkfifo(tmp_path / "pipe.png")  # reading it would block until someone writes
+    frame = predict_folder(tiny_model(), METADATA, tmp_path)
+    fifo = frame.set_index("path").loc["pipe.png"]
+    assert fifo["status"] == "special" and "FIFO" in fifo["reason"] and fifo["label"] == ""
+    assert frame.set_index("path").loc["grey.png", "status"] == "ok"
 
 
 def test_a_folder_of_unreadable_files_gives_only_errors(tmp_path):

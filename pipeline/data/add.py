@@ -2,7 +2,8 @@
 
 Each source file is read once: a file whose bytes are already known (anywhere under the data folders, or
 earlier in this batch) is skipped as a duplicate, a file that does not decode is skipped with the reason,
-hidden files are ignored; the rest are copied, bytes unchanged, under data/unlabeled/<into>/. Sources are
+hidden files are ignored, and a FIFO, socket or device file is skipped unread (reading a FIFO would block);
+the rest are copied, bytes unchanged, under data/unlabeled/<into>/. Sources are
 never modified or moved. The caller then runs `dvc add` on the unlabeled folder.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.data.decode import decode_error_reason, decode_image
-from pipeline.data.scan import scan_folder
+from pipeline.data.scan import NotRegularFile, read_regular, scan_folder
 
 
 @dataclass
@@ -25,6 +26,7 @@ class AddReport:
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (source, why)
     invalid: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
     hidden: list[str] = field(default_factory=list)
+    special: list[tuple[str, str]] = field(default_factory=list)  # (source, what it is): never read
 
 
 def known_hashes(roots: list[Path]) -> set[str]:
@@ -33,7 +35,10 @@ def known_hashes(roots: list[Path]) -> set[str]:
     for root in roots:
         if root.is_dir():
             for f in scan_folder(root, "unlabeled"):
-                hashes.add(hashlib.sha256(f.read_bytes()).hexdigest())
+                try:
+                    hashes.add(hashlib.sha256(f.read_bytes()).hexdigest())
+                except NotRegularFile:  # prepare lists it; its bytes cannot be an image's
+                    continue
     return hashes
 
 
@@ -43,7 +48,7 @@ def source_files(sources: list[Path]) -> list[tuple[Path, Path]]:
     for src in sources:
         if src.is_dir():
             out += [(f.full_path, Path(src.name) / f.path) for f in scan_folder(src, "unlabeled")]
-        elif src.is_file():
+        elif src.exists():  # a file; add_unlabeled skips it unread if it is not a regular one
             out.append((src, Path(src.name)))
         else:
             raise FileNotFoundError(f"source not found: {src}")
@@ -67,7 +72,11 @@ def add_unlabeled(sources: list[Path], unlabeled: Path, known: set[str], into: s
         if any(part.startswith(".") for part in rel.parts):
             report.hidden.append(str(path))
             continue
-        raw = path.read_bytes()
+        try:
+            raw = read_regular(path)
+        except NotRegularFile as err:
+            report.special.append((str(path), str(err)))
+            continue
         digest = hashlib.sha256(raw).hexdigest()
         if digest in seen:
             why = "already in the data folders" if digest in known else "same bytes as an earlier source file"

@@ -13,14 +13,16 @@ import re
 
 import numpy as np
 import PIL
-from PIL import Image
+from PIL import Image, ImageOps
 
 # Refuse decompression bombs: far above any training image, far below what would exhaust memory.
 Image.MAX_IMAGE_PIXELS = 64_000_000
+ORIENTATION = 0x0112  # the EXIF tag
 
 
 def decode_image(raw: bytes, image_size: int, channels: int) -> tuple[np.ndarray, tuple[int, int], str]:
-    """Decode bytes to (H, W, C) uint8 at `image_size`, converted to L or RGB; returns pixels, size, mode."""
+    """Decode bytes to (H, W, C) uint8 at `image_size`, converted to L or RGB; returns pixels, size, mode.
+    An EXIF orientation is applied first (`ImageOps.exif_transpose`), so `size` is the upright image's."""
     import io
     import warnings
 
@@ -32,7 +34,10 @@ def decode_image(raw: bytes, image_size: int, channels: int) -> tuple[np.ndarray
             raise ValueError(f"image too large: {err}") from None
     with img:
         img.load()
-        size, mode = img.size, img.mode
+        mode = img.mode
+        if img.getexif().get(ORIENTATION, 1) != 1:  # a camera's rotated JPEG: upright, as viewers show it
+            img = ImageOps.exif_transpose(img)
+        size = img.size
         if mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grayscale: rescale to 8 bits, not clip
             arr = np.asarray(img, dtype=np.float64)
             hi = arr.max() or 1.0

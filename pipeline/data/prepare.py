@@ -4,6 +4,7 @@ Manifest columns (one row per file found):
     path      relative to its split folder (posix)      split    labeled | unlabeled | test
     sha256    content hash of the file bytes            label    class name ('' for unlabeled)
     width, height, mode   of the original image         status   ok | error | duplicate | leak | hidden
+                                                                 | special (a FIFO, socket or device: unread)
     reason    why a row is not used ('' when ok)        index    row in images.npy, -1 when not stored
     first_version   data version (DVC hash of the split folder) in which these bytes first appeared
 
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from pipeline.data.cache import DecodeCache, KnownHashes
 from pipeline.data.decode import decode_error_reason, decode_image, decoder_id
-from pipeline.data.scan import DataError, ScannedFile, is_utf8, scan_folder, shown_name
+from pipeline.data.scan import DataError, NotRegularFile, ScannedFile, is_utf8, scan_folder, shown_name
 from pipeline.data.store import CLASSES, DECODER, MANIFEST, STATS
 from pipeline.data.writer import StoreWriter, sibling_dir, staged_directory
 
@@ -167,6 +168,8 @@ def _read_file(
     if cached is None:
         try:
             raw = f.read_bytes()
+        except NotRegularFile as err:
+            return {**row, "status": "special", "reason": str(err)}, None
         except OSError as err:
             return {**row, "status": "error", "reason": f"unreadable: {err.strerror or err}"}, None
         digest = hashlib.sha256(raw).hexdigest()

@@ -2,18 +2,53 @@
 
 labeled/ and test/ take the class from the first folder under them; unlabeled/ has none. Names are read
 as the OS gives them: a name that is not valid UTF-8 is kept, shown with its bytes escaped and marked,
-so that `prepare` can list it as an error instead of failing on it.
+so that `prepare` can list it as an error instead of failing on it. Only regular files (or links to them) are
+ever read: a FIFO, a socket or a device file is refused unopened (`read_regular`), since reading a FIFO blocks
+until someone writes to it.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 
 class DataError(ValueError):
     """The data folders cannot make a training set (no classes, an empty class, a test class not labeled…)."""
+
+
+class NotRegularFile(OSError):
+    """A path that is not a regular file (a FIFO, a socket, a device file): never read."""
+
+
+SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"),
+)  # fmt: skip
+
+
+def special_kind(mode: int) -> str | None:
+    """What a file of this `st_mode` is when it is not a regular file ("a FIFO (named pipe)", ...); None
+    for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in SPECIAL_KINDS if test(mode)), "not a regular file")
+
+
+def read_regular(path: str | os.PathLike) -> bytes:
+    """The bytes of the regular file at `path` (links followed). Anything else raises NotRegularFile before
+    it is opened; the file is opened non-blocking and checked again, so it cannot turn into a FIFO between
+    the check and the read."""
+    kind = special_kind(os.stat(path).st_mode)
+    if kind is None:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            kind = special_kind(os.fstat(f.fileno()).st_mode)
+            if kind is None:
+                return f.read()
+    raise NotRegularFile(f"not a regular file: {kind}; skipped, never read")
 
 
 @dataclass(frozen=True, slots=True)  # slots: a million of these is a list, not a million dicts
@@ -29,8 +64,7 @@ class ScannedFile:
         return Path(self.full)
 
     def read_bytes(self) -> bytes:
-        with open(self.full, "rb") as f:
-            return f.read()
+        return read_regular(self.full)
 
 
 def scan_folder(root: Path, split: str) -> list[ScannedFile]:

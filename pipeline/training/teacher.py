@@ -16,7 +16,7 @@ from pipeline.datasets import Views, ViewsWithArrays, endless_loader
 from pipeline.distributed import wrap
 from pipeline.inference import predict
 from pipeline.metrics import accuracy
-from pipeline.models import Classifier
+from pipeline.models import Classifier, Encoder
 from pipeline.runtime import LoopSetup
 from pipeline.schedules import warmup_cosine
 from pipeline.training.loop import Resumable, on_device, run_steps, sgd
@@ -148,12 +148,15 @@ def train_teacher(
     validation: Split | None,
     cfg: TeacherConfig,
     setup: LoopSetup,
-    initial: dict | None = None,
+    encoder: Encoder,
 ) -> str:
-    """The teacher stage's training: with a `validation` split and `cfg.select: validation`, the best of
-    `cfg.candidates` on it (`fit_teacher_by_validation`; `initial`: the network's random initialisation, for
-    scratch), else `fit_teacher` by the labels-per-class rule. Returns which was kept: probe, finetune,
-    scratch, or how the rule chose."""
+    """The teacher stage's training of `model`, freshly initialised (seeded), with the SSL `encoder`'s
+    weights loaded into it: with a `validation` split and `cfg.select: validation`, the best of
+    `cfg.candidates` on it (`fit_teacher_by_validation`; scratch starts from the fresh initialisation), else
+    `fit_teacher` by the labels-per-class rule. Returns which was kept: probe, finetune, scratch, or how the
+    rule chose."""
+    initial = copy.deepcopy(model.state_dict())
+    model.encoder.load_state_dict(encoder.state_dict())
     if validation is None or cfg.select == "rule":
         frozen = encoder_frozen(cfg, labeled.labels, model.arch.num_classes)
         fit_teacher(model=model, images=images, labeled=labeled, cfg=cfg, setup=setup, frozen=frozen)
