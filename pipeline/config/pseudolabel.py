@@ -39,6 +39,10 @@ class PseudolabelConfig(Section):
     threshold: float = Field(ge=0, le=1, description="accept when max probability >= threshold")
     weighting: Literal["confidence", "uniform"] = Field(description="weight of an accepted pseudo-label")
     per_class: int = Field(ge=0, description="class_balanced quota per class; 0 = pool size / classes")
+    alignment: Literal["uniform", "labeled", "none"] = Field(
+        description="distribution alignment of the pool's predictions towards a uniform prior or the labeled "
+        "class shares, before acceptance; none: off"
+    )
     batch_size: int = Field(ge=1)
     ood: OODConfig
 

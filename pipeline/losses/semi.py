@@ -64,6 +64,14 @@ def align_distribution(probs: torch.Tensor, prior: torch.Tensor, model_mean: tor
     return aligned / aligned.sum(dim=1, keepdim=True)
 
 
+def class_prior(alignment: str, labels, num_classes: int) -> torch.Tensor:
+    """The distribution alignment's target: the labeled images' class shares (`labeled`), else uniform."""
+    if alignment == "labeled":
+        counts = torch.bincount(torch.as_tensor(labels, dtype=torch.long), minlength=num_classes).double()
+        return (counts / counts.sum()).float()
+    return torch.full((num_classes,), 1.0 / num_classes)
+
+
 def self_adaptive_mask(probs: torch.Tensor, tau: torch.Tensor, class_mean: torch.Tensor) -> torch.Tensor:
     """FreeMatch's self-adaptive threshold mask (Wang et al. 2023, eq. 5-8). (B, C) -> (B,) floats 0/1.
 

@@ -66,11 +66,3 @@ class OnlineTargets:
         if self.cfg.mask == "fixed":
             return self.cfg.threshold
         return float(self.stats["confidence_mean"]) if self.stats else float("nan")
-
-
-def class_prior(alignment: str, labels, num_classes: int) -> torch.Tensor:
-    """The distribution alignment's target: the labeled images' class shares (`labeled`), else uniform."""
-    if alignment == "labeled":
-        counts = torch.bincount(torch.as_tensor(labels, dtype=torch.long), minlength=num_classes).double()
-        return (counts / counts.sum()).float()
-    return torch.full((num_classes,), 1.0 / num_classes)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from pipeline import augment
 from pipeline.compute import CPU, Compute
@@ -14,6 +15,7 @@ from pipeline.config.pseudolabel import OODConfig, PseudolabelConfig
 from pipeline.data.store import Prepared, Split
 from pipeline.distributed import SINGLE, World
 from pipeline.inference import augmented_logits, encode, predict
+from pipeline.losses.semi import align_distribution, class_prior
 from pipeline.metrics import ood_auroc
 from pipeline.models import Classifier, Encoder
 from pipeline.pseudo.ood import calibrate_ood_threshold, ood_scores, threshold_interval
@@ -149,6 +151,23 @@ def filter_ood(
     )  # fmt: skip
 
 
+def align_pool(
+    probs: np.ndarray, keep: np.ndarray, alignment: str, labels: np.ndarray, num_classes: int
+) -> np.ndarray:
+    """Distribution alignment (`pipeline.losses.semi.align_distribution`, ReMixMatch) of the whole pool at
+    once: every prediction times prior / the mean prediction over the images the OOD filter `keep`s,
+    renormalised. The pool is labeled between two trainings, so the papers' running mean is the exact one. A
+    class the teacher under-predicts (a class it confuses with a neighbour) is scaled up in every prediction,
+    so it is not starved of pseudo-labels round after round. `alignment`: uniform, labeled (the class shares
+    of `labels`) or none (the `probs` as they are)."""
+    if alignment == "none" or not keep.any():
+        return probs
+    p = torch.from_numpy(probs).double()
+    prior = class_prior(alignment, labels, num_classes).double()
+    aligned = align_distribution(p, prior, p[torch.from_numpy(keep)].mean(dim=0))
+    return aligned.numpy().astype(probs.dtype)
+
+
 @dataclass(frozen=True)
 class RoundLabels:
     table: pd.DataFrame  # one row per pool image (pipeline.pseudo.report.TABLE_COLUMNS)
@@ -178,13 +197,14 @@ def label_pool(
     compute: Compute = CPU,
 ) -> RoundLabels:
     """A round's pseudo-labels from the pool's `probs` and `features` (`predict_pool`): the OOD filter,
-    acceptance and weights by `cfg.mode`, the per-image table and its statistics (`truth`: the analysis
-    labels)."""
+    distribution alignment (`align_pool`), acceptance and weights by `cfg.mode`, the per-image table and its
+    statistics (`truth`: the analysis labels)."""
     labeled, pool = data.split("labeled"), data.split("unlabeled")
     ood = filter_ood(
         cfg=cfg.ood, pool_features=features, teacher=teacher, encoder=encoder, images=data.images,
         labeled=labeled, num_classes=len(data.classes), batch_size=cfg.batch_size, seed=seed, compute=compute,
     )  # fmt: skip
+    probs = align_pool(probs, ood.in_distribution, cfg.alignment, labeled.labels, len(data.classes))
     selection = select_pseudo_labels(
         probs, ood.in_distribution, cfg.mode, cfg.threshold, cfg.weighting, cfg.per_class
     )

@@ -19,9 +19,14 @@ from pipeline.config.student import StrongAugment, StudentConfig
 from pipeline.data.store import Split
 from pipeline.datasets import Batched, Views, ViewsWithArrays, endless_loader
 from pipeline.distributed import wrap
-from pipeline.losses.semi import consistency_loss, entropy_minimization, weighted_soft_cross_entropy
+from pipeline.losses.semi import (
+    class_prior,
+    consistency_loss,
+    entropy_minimization,
+    weighted_soft_cross_entropy,
+)
 from pipeline.models import Classifier, build_classifier
-from pipeline.pseudo.online import OnlineTargets, class_prior
+from pipeline.pseudo.online import OnlineTargets
 from pipeline.pseudo.targets import PseudoLabeled
 from pipeline.resume import set_augmentation_state
 from pipeline.runtime import LoopSetup

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from pipeline.config.student import OnlineConfig
-from pipeline.pseudo.online import OnlineTargets, class_prior
+from pipeline.losses.semi import class_prior
+from pipeline.pseudo.online import OnlineTargets
 
 
 def config(**change) -> OnlineConfig:

@@ -9,7 +9,7 @@ from pipeline.config.pseudolabel import OODConfig
 from pipeline.data.store import Split
 from pipeline.inference import encode
 from pipeline.models import Architecture, build_classifier
-from pipeline.pseudo.pool import OODDecision, filter_ood
+from pipeline.pseudo.pool import OODDecision, align_pool, filter_ood
 
 
 def stripes(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -75,3 +75,28 @@ def test_the_filter_off_keeps_everything_and_logs_minus_one(setup):
     assert ood.in_distribution.all() and (ood.weight == 1).all()
     stats = ood.stats()
     assert stats["ood/threshold"] == stats["ood/threshold_low"] == stats["ood/separation_auroc"] == -1
+
+
+def test_pool_alignment_hand_computed_and_its_mean_over_kept_images_only():
+    probs = np.array([[0.8, 0.2], [0.6, 0.4], [0.0, 1.0]])
+    keep = np.array([True, True, False])  # the third, out of distribution, does not move the mean
+    aligned = align_pool(probs, keep, "uniform", np.array([0, 1]), 2)  # mean over kept: [0.7, 0.3]
+    row0 = np.array([0.8 * 0.5 / 0.7, 0.2 * 0.5 / 0.3])
+    row1 = np.array([0.6 * 0.5 / 0.7, 0.4 * 0.5 / 0.3])
+    assert aligned[0] == pytest.approx(row0 / row0.sum()) and aligned[1] == pytest.approx(row1 / row1.sum())
+    assert aligned[1].argmax() == 1  # the under-predicted class wins the close call
+    labeled = align_pool(probs, keep, "labeled", np.array([0, 0, 0, 1]), 2)  # prior [0.75, 0.25]
+    row1 = np.array([0.6 * 0.75 / 0.7, 0.4 * 0.25 / 0.3])
+    assert labeled[1] == pytest.approx(row1 / row1.sum())
+    assert align_pool(probs, keep, "none", np.array([0, 1]), 2) is probs
+
+
+def test_pool_alignment_moves_the_predicted_class_shares_towards_the_prior():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2000, 4)) + np.array([1.0, 0.5, 0.0, -1.0])  # drifted towards class 0
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    before = np.bincount(probs.argmax(axis=1), minlength=4) / 2000
+    after = (
+        np.bincount(align_pool(probs, np.ones(2000, bool), "uniform", np.array([]), 4).argmax(axis=1)) / 2000
+    )
+    assert np.abs(after - 0.25).sum() < np.abs(before - 0.25).sum() / 2
