@@ -78,3 +78,14 @@ def resolve_compute(cfg: ComputeConfig) -> Compute:
         torch.use_deterministic_algorithms(True, warn_only=True)
         return Compute(torch.device("cuda", local_rank), cfg.precision, cfg.compile)
     return Compute(torch.device("cpu"), cfg.precision, cfg.compile)
+
+
+KERNEL_PINS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")  # what picks the CPU kernels
+
+
+def kernel_tags() -> dict[str, str]:
+    """What chose this process's CPU kernels, as MLflow tags: PyTorch's CPU capability (avx2, avx512, …)
+    and the environment variables that pin it ('' when unset). Two runs whose numbers differ on CPU
+    usually differ here (README: Reproducibility)."""
+    tags = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch_version": torch.__version__}
+    return {**tags, **{f"env.{name}": os.environ.get(name, "") for name in KERNEL_PINS}}

@@ -88,9 +88,8 @@ def pipeline_id() -> str:
 
 def git_commit(root: Path) -> str:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        )
+        cmd = ["git", "rev-parse", "HEAD"]
+        out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=10)
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -233,14 +232,17 @@ def stage_run(
     """Start the child run `NN <round>/<stage>` under this pipeline execution's parent; log params and tags
     (`tags`: the stage's own, besides the ones below).
 
-    Tags: stage, round, DVC stage, git commit, the DVC hash of each input folder, $DVC_EXP_NAME when set.
-    `logged` is the params section(s) of the stage, logged once as flattened params. `system_metrics`
-    samples CPU and memory (and GPU, when one and its NVML library are present) in the background.
+    Tags: stage, round, DVC stage, git commit, the DVC hash of each input folder, $DVC_EXP_NAME when set,
+    the CPU kernels' capability and pins (`pipeline.compute.kernel_tags`). `logged` is the params section(s)
+    of the stage, logged once as flattened params. `system_metrics` samples CPU and memory (and GPU, when
+    one and its NVML library are present) in the background.
     """
     import logging
 
     import mlflow
     from mlflow import MlflowClient
+
+    from pipeline.compute import kernel_tags
 
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop chatter per stage
     root = project_root()
@@ -249,11 +251,9 @@ def stage_run(
     client = MlflowClient(uri)
     experiment_id = _experiment_id(client, params.mlflow.experiment, root, uri)
     p = params.paths
-    hashes = {
-        name: dvc_data_hash(folder)
-        for name, folder in (("labeled", p.labeled), ("unlabeled", p.unlabeled), ("test", p.test))
-    }
-    common = {"git_commit": git_commit(root), **{f"data_hash.{k}": v for k, v in hashes.items()}}
+    folders = {"labeled": p.labeled, "unlabeled": p.unlabeled, "test": p.test}
+    hashes = {f"data_hash.{k}": dvc_data_hash(v) for k, v in folders.items()}
+    common = {"git_commit": git_commit(root), **hashes}
     if os.environ.get("DVC_EXP_NAME"):
         common["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
     pid = pipeline_id()
@@ -266,6 +266,7 @@ def stage_run(
         "dvc_stage": os.environ.get("DVC_STAGE", stage),
         "round": round_name or "",
         PIPELINE_TAG: pid,
+        **kernel_tags(),
     }
     with mlflow.start_run(
         experiment_id=experiment_id,

@@ -1,12 +1,14 @@
 """pipeline.tracking with real files, a real HTTP listener and a real MLflow store (SQLite in tmp_path)."""
 
 import http.server
+import os
 import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from pipeline.config.full import load_params
 from pipeline.tracking import (
@@ -161,6 +163,8 @@ def test_stage_runs_of_one_pipeline_share_a_parent_and_carry_their_tags(params, 
         )  # fmt: skip
         assert tags["data_hash.labeled"] == "abc.dir" and tags["data_hash.unlabeled"] == "untracked"
         assert tags["git_commit"] == "unknown" and run.info.status == "FINISHED"  # tmp_path: not a git repo
+        assert tags["cpu_capability"] == torch.backends.cpu.get_cpu_capability() != ""
+        assert tags["env.ONEDNN_MAX_CPU_ISA"] == os.environ.get("ONEDNN_MAX_CPU_ISA", "")
     assert by_name["00 prepare"].data.params == {"data.image_size": "28", "seed": "0"}
     assert by_name["00 prepare"].data.metrics == {"prepare/images": 5.0}
     assert student.tags["round"] == "r1"
