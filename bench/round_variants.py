@@ -46,13 +46,14 @@ def main() -> None:
         for parent in parents:
             section = section[parent]
         section[last] = yaml.safe_load(value)
+    teacher = args.root / params["paths"]["rounds"] / "r0"  # the run's r0 (an absolute path stays as it is)
     for key in params["paths"]:
         params["paths"][key] = str((args.root if key in SHARED else out) / params["paths"][key])
     params["paths"]["rounds"] = str(out / "rounds")
     params["checkpoints"]["dir"] = str(out / ".checkpoints")
     params["rounds"] = {f"r{k}": {"prev": f"r{k - 1}"} for k in range(1, args.rounds + 1)}
     params["mlflow"]["experiment"] = "round-variants"
-    (out / "rounds" / "r0").symlink_to((args.root / "models" / "rounds" / "r0").resolve())
+    (out / "rounds" / "r0").symlink_to(teacher.resolve())
     params_file = out / "params.yaml"
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(ROOT), "PIPELINE_ID": args.name}
