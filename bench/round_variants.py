@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench_out" / "round_variants")
     args = parser.parse_args()
-    out = args.out / args.name
+    args.root, out = args.root.resolve(), args.out.resolve() / args.name  # the stages run in `out`
     shutil.rmtree(out, ignore_errors=True)
     (out / "rounds").mkdir(parents=True)
     params = yaml.safe_load((args.root / "params.yaml").read_text())
@@ -47,8 +47,8 @@ def main() -> None:
             section = section[parent]
         section[last] = yaml.safe_load(value)
     teacher = args.root / params["paths"]["rounds"] / "r0"  # the run's r0 (an absolute path stays as it is)
-    for key in params["paths"]:
-        params["paths"][key] = str((args.root if key in SHARED else out) / params["paths"][key])
+    for key, value in params["paths"].items():  # the run's inputs; this variant's own outputs under `out`
+        params["paths"][key] = str(args.root / value if key in SHARED else out / Path(value).name)
     params["paths"]["rounds"] = str(out / "rounds")
     params["checkpoints"]["dir"] = str(out / ".checkpoints")
     params["rounds"] = {f"r{k}": {"prev": f"r{k - 1}"} for k in range(1, args.rounds + 1)}
