@@ -84,7 +84,7 @@ KERNEL_PINS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")  # what 
 
 
 def kernel_tags() -> dict[str, str]:
-    """What chose this process's CPU kernels, as MLflow tags: PyTorch's CPU capability (avx2, avx512, …)
+    """What chose this process's CPU kernels, as MLflow tags: PyTorch's CPU capability (AVX2, AVX512, …)
     and the environment variables that pin it ('' when unset). Two runs whose numbers differ on CPU
     usually differ here (README: Reproducibility)."""
     tags = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch_version": torch.__version__}

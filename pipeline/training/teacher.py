@@ -155,9 +155,11 @@ def train_teacher(
     `cfg.candidates` on it (`fit_teacher_by_validation`; scratch starts from the fresh initialisation), else
     `fit_teacher` by the labels-per-class rule. Returns which was kept: probe, finetune, scratch, or how the
     rule chose."""
-    initial = copy.deepcopy(model.state_dict())
+    by_validation = validation is not None and cfg.select == "validation"
+    scratch = by_validation and "scratch" in teacher_candidates(cfg)
+    initial = copy.deepcopy(model.state_dict()) if scratch else None  # only the scratch candidate needs it
     model.encoder.load_state_dict(encoder.state_dict())
-    if validation is None or cfg.select == "rule":
+    if not by_validation:
         frozen = encoder_frozen(cfg, labeled.labels, model.arch.num_classes)
         fit_teacher(model=model, images=images, labeled=labeled, cfg=cfg, setup=setup, frozen=frozen)
         return f"{'probe' if frozen else 'finetune'} by rule" + (
