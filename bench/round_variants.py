@@ -1,9 +1,10 @@
 """Rounds r1..rN of a settings variant on a finished run's prepared store, SSL encoder and teacher.
 
-Runs the real stage scripts (pseudolabel and student per round, then evaluate) with the repo's params.yaml
-plus `--set` overrides, in --out/NAME, reading prepared/, models/ssl and models/rounds/r0 of --root (the
-demo's `dvc repro` by default), and prints each round's test accuracy. A variant of the student or the
-pseudo-labels thus costs its rounds only (about 5 minutes on the demo, 2 CPU cores).
+Runs the real stage scripts (pseudolabel and student per round, then evaluate) with --root's params.yaml
+plus `--set` overrides (rounds.r2.pseudolabel={...} too), in --out/NAME, reading prepared/, models/ssl and
+models/rounds/r0 of --root (the demo's `dvc repro` by default), and prints each round's test accuracy. A
+variant of the student or the pseudo-labels thus costs its rounds only (about 5 minutes on the demo, 2 CPU
+cores).
 
     python bench/round_variants.py online-ema --set student.consistency=online student.online.teacher_ema=0.99
 """
@@ -39,6 +40,8 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)
     (out / "rounds").mkdir(parents=True)
     params = yaml.safe_load((args.root / "params.yaml").read_text())
+    # before --set, which may override a round
+    params["rounds"] = {f"r{k}": {"prev": f"r{k - 1}"} for k in range(1, args.rounds + 1)}
     for pair in args.set:
         key, value = pair.split("=", 1)
         *parents, last = key.split(".")
@@ -51,7 +54,6 @@ def main() -> None:
         params["paths"][key] = str(args.root / value if key in SHARED else out / Path(value).name)
     params["paths"]["rounds"] = str(out / "rounds")
     params["checkpoints"]["dir"] = str(out / ".checkpoints")
-    params["rounds"] = {f"r{k}": {"prev": f"r{k - 1}"} for k in range(1, args.rounds + 1)}
     params["mlflow"]["experiment"] = "round-variants"
     (out / "rounds" / "r0").symlink_to(teacher.resolve())
     params_file = out / "params.yaml"

@@ -22,7 +22,7 @@ def main() -> None:
     teacher, _ = load_classifier(artifacts.round_model(paths, prev))
     encoder, _ = load_encoder(artifacts.encoder(paths))
     world = init_world(compute)  # under torchrun the processes share the predictions over the pool
-    probs, features = predict_pool(
+    pool = predict_pool(
         teacher=teacher, encoder=encoder, images=data.images, index=data.split("unlabeled").index, cfg=cfg,
         image_size=params.data.image_size, seed=params.seed, compute=compute, world=world,
     )  # fmt: skip
@@ -31,7 +31,7 @@ def main() -> None:
         return
     with stage_run(params, "pseudolabel", round_name, {"pseudolabel": cfg.model_dump(), "prev": prev}) as run:
         labels = label_pool(
-            round_name=round_name, cfg=cfg, probs=probs, features=features, teacher=teacher, encoder=encoder,
+            round_name=round_name, cfg=cfg, pool=pool, teacher=teacher, encoder=encoder,
             data=data, truth=read_analysis_labels(paths.analysis), seed=params.seed, compute=compute,
         )  # fmt: skip
         run.log(labels.stats, params.round_order().index(round_name))

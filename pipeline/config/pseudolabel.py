@@ -30,6 +30,23 @@ class OODConfig(Section):
     )
 
 
+class PropagationConfig(Section):
+    """Label propagation over a kNN graph of labeled + pool features (pipeline.pseudo.propagation)."""
+
+    weight: float = Field(
+        ge=0, le=1, description="share of the propagated distribution in the pool's probabilities: "
+        "0 = the teacher's alone (propagation off), 1 = propagation alone"
+    )  # fmt: skip
+    features: Literal["teacher", "ssl"] = Field(
+        description="the graph's space: the teacher's own features (Iscen et al.) or the SSL embedding"
+    )
+    temperature: float = Field(
+        gt=0, le=1, description="sharpening of the propagated distributions, p^(1/T) renormalised (MixMatch)"
+    )
+    k: int = Field(ge=1, description="neighbours per image in the graph")
+    alpha: float = Field(gt=0, lt=1, description="how far labels spread along the graph (Zhou et al.: 0.99)")
+
+
 class PseudolabelConfig(Section):
     temperature: float = Field(gt=0, description="softmax temperature of teacher predictions")
     tta: int = Field(ge=0, le=32, description="weakly augmented views averaged with the plain prediction")
@@ -43,6 +60,7 @@ class PseudolabelConfig(Section):
         description="distribution alignment of the pool's predictions towards a uniform prior or the labeled "
         "class shares, before acceptance; none: off"
     )
+    propagation: PropagationConfig
     batch_size: int = Field(ge=1)
     ood: OODConfig
 

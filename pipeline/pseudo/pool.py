@@ -11,7 +11,7 @@ import torch
 
 from pipeline import augment
 from pipeline.compute import CPU, Compute
-from pipeline.config.pseudolabel import OODConfig, PseudolabelConfig
+from pipeline.config.pseudolabel import OODConfig, PropagationConfig, PseudolabelConfig
 from pipeline.data.store import Prepared, Split
 from pipeline.distributed import SINGLE, World
 from pipeline.inference import augmented_logits, encode, predict
@@ -19,6 +19,7 @@ from pipeline.losses.semi import align_distribution, class_prior
 from pipeline.metrics import ood_auroc
 from pipeline.models import Classifier, Encoder
 from pipeline.pseudo.ood import calibrate_ood_threshold, ood_scores, threshold_interval
+from pipeline.pseudo.propagation import label_propagation
 from pipeline.pseudo.report import pseudo_label_stats, pseudo_label_table
 from pipeline.pseudo.select import select_pseudo_labels, softmax
 
@@ -45,6 +46,15 @@ def tta_probabilities(
     return probs / (1 + views)
 
 
+@dataclass(frozen=True)
+class PoolPredictions:
+    """What the teacher says about the pool, in pool order."""
+
+    probs: np.ndarray  # (N, C) its probabilities (temperature, TTA)
+    features: np.ndarray  # (N, D) its own features (the encoder part of the classifier)
+    embedding: np.ndarray | None  # (N, E) the SSL embedding, when the OOD filter or propagation scores in it
+
+
 def predict_pool(
     *,
     teacher: Classifier,
@@ -56,18 +66,25 @@ def predict_pool(
     seed: int,
     compute: Compute = CPU,
     world: World = SINGLE,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The teacher's probabilities (N, C) of store rows `index` (temperature, TTA) and their features in the
-    space `cfg.ood.method` scores in: the SSL embedding for knn, the teacher's features otherwise. Under
-    torchrun (`world`) each process predicts a contiguous chunk, and every process gets all, in order."""
+) -> PoolPredictions:
+    """The teacher's probabilities of store rows `index` (temperature, TTA), its features, and the SSL
+    embedding where `cfg` needs it (knn OOD scores, propagation over SSL features). Under torchrun (`world`)
+    each process predicts a contiguous chunk, and every process gets all, in order."""
     index = world.chunk(index)
     logits, features = predict(teacher, images, index, cfg.batch_size, compute)
     probs = tta_probabilities(
         teacher, images, index, logits, cfg.temperature, cfg.tta, image_size, seed, cfg.batch_size, compute
     )
-    if cfg.ood.method == "knn":  # distances in the SSL embedding, not the teacher's
-        features = encode(encoder, images, index, compute=compute)
-    return world.gather(probs), world.gather(features)
+    embedding = None
+    if uses_embedding(cfg):
+        embedding = world.gather(encode(encoder, images, index, compute=compute))
+    return PoolPredictions(world.gather(probs), world.gather(features), embedding)
+
+
+def uses_embedding(cfg: PseudolabelConfig) -> bool:
+    """Whether the round scores anything in the SSL embedding rather than the teacher's features."""
+    propagation = cfg.propagation.weight > 0 and cfg.propagation.features == "ssl"
+    return cfg.ood.method == "knn" or propagation
 
 
 @dataclass(frozen=True)
@@ -151,6 +168,46 @@ def filter_ood(
     )  # fmt: skip
 
 
+def features_of(
+    space: str,
+    teacher: Classifier,
+    encoder: Encoder,
+    images: np.ndarray,
+    index: np.ndarray,
+    batch_size: int,
+    compute: Compute = CPU,
+) -> np.ndarray:
+    """Features (N, D) of store rows `index` in `space`: ssl (the SSL embedding) or teacher (its own)."""
+    if space == "ssl":
+        return encode(encoder, images, index, batch_size, compute)
+    return predict(teacher, images, index, batch_size, compute)[1]
+
+
+def propagate_pool(
+    cfg: PropagationConfig,
+    probs: np.ndarray,
+    pool_features: np.ndarray,
+    labeled_features: np.ndarray,
+    labels: np.ndarray,
+) -> np.ndarray:
+    """The pool's probabilities with label propagation mixed in (pipeline.pseudo.propagation):
+
+        p_i = (1 - weight) * teacher_i + weight * Sharpen(propagated_i, T)
+        Sharpen(q, T)_c = q_c^(1/T) / sum_k q_k^(1/T)
+
+    Propagated distributions rank images better than the teacher's but are flat, and flatter for the hard
+    classes: unsharpened, a confidence threshold keeps almost none of a hard class (MixMatch's Sharpen,
+    Berthelot et al. 2019). weight 0: `probs` as they are."""
+    if cfg.weight == 0:
+        return probs
+    propagated = label_propagation(
+        labeled_features, labels, pool_features, probs.shape[1], min(cfg.k, len(pool_features)), cfg.alpha
+    ).astype(np.float64)
+    sharpened = propagated ** (1 / cfg.temperature)
+    sharpened /= sharpened.sum(axis=1, keepdims=True)
+    return ((1 - cfg.weight) * probs + cfg.weight * sharpened).astype(probs.dtype)
+
+
 def align_pool(
     probs: np.ndarray, keep: np.ndarray, alignment: str, labels: np.ndarray, num_classes: int
 ) -> np.ndarray:
@@ -187,8 +244,7 @@ def label_pool(
     *,
     round_name: str,
     cfg: PseudolabelConfig,
-    probs: np.ndarray,
-    features: np.ndarray,
+    pool: PoolPredictions,
     teacher: Classifier,
     encoder: Encoder,
     data: Prepared,
@@ -196,18 +252,31 @@ def label_pool(
     seed: int,
     compute: Compute = CPU,
 ) -> RoundLabels:
-    """A round's pseudo-labels from the pool's `probs` and `features` (`predict_pool`): the OOD filter,
-    distribution alignment (`align_pool`), acceptance and weights by `cfg.mode`, the per-image table and its
-    statistics (`truth`: the analysis labels)."""
-    labeled, pool = data.split("labeled"), data.split("unlabeled")
+    """A round's pseudo-labels from the teacher's view of the pool (`predict_pool`): the OOD filter, label
+    propagation (`propagate_pool`), distribution alignment (`align_pool`), acceptance and weights by
+    `cfg.mode`, the per-image table and its statistics (`truth`: the analysis labels)."""
+    labeled, images = data.split("labeled"), data.images
+    space = {"ssl": pool.embedding, "teacher": pool.features}
     ood = filter_ood(
-        cfg=cfg.ood, pool_features=features, teacher=teacher, encoder=encoder, images=data.images,
-        labeled=labeled, num_classes=len(data.classes), batch_size=cfg.batch_size, seed=seed, compute=compute,
+        cfg=cfg.ood, pool_features=space["ssl" if cfg.ood.method == "knn" else "teacher"], teacher=teacher,
+        encoder=encoder, images=images, labeled=labeled, num_classes=len(data.classes),
+        batch_size=cfg.batch_size, seed=seed, compute=compute,
     )  # fmt: skip
+    probs = pool.probs
+    if cfg.propagation.weight > 0:
+        reference = features_of(
+            cfg.propagation.features, teacher, encoder, images, labeled.index, cfg.batch_size, compute
+        )
+        probs = propagate_pool(
+            cfg.propagation, probs, space[cfg.propagation.features], reference, labeled.labels
+        )
     probs = align_pool(probs, ood.in_distribution, cfg.alignment, labeled.labels, len(data.classes))
     selection = select_pseudo_labels(
         probs, ood.in_distribution, cfg.mode, cfg.threshold, cfg.weighting, cfg.per_class
     )
-    table = pseudo_label_table(round_name, pool, probs, selection, ood.scores, ood.weight, data.classes)
+    table = pseudo_label_table(
+        round_name, data.split("unlabeled"), probs, selection, ood.scores, ood.weight, data.classes
+    )
     stats = {**pseudo_label_stats(table, data.classes, truth), **ood.stats()}
+    stats["pl/teacher_agreement"] = float((probs.argmax(axis=1) == pool.probs.argmax(axis=1)).mean())
     return RoundLabels(table, stats, ood)

@@ -1,0 +1,108 @@
+"""Label propagation over a kNN graph of the labeled and pool images (Zhou et al. 2004, "Learning with local
+and global consistency"; Iscen et al. 2019, "Label propagation for deep semi-supervised learning").
+
+The teacher is a classifier fitted to a handful of labels; propagation reads the labels through the geometry
+of the whole pool instead: a pool image takes the label of the labeled images it is connected to by chains of
+near neighbours. With 4 labels per class the two disagree on many images, and their mixture is more precise
+than either (docs/pseudo_label_benchmark.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def knn_affinity(features: torch.Tensor, k: int, gamma: float, chunk: int = 2048) -> torch.Tensor:
+    """The symmetric normalized affinity of a kNN graph, sparse (N, N):
+
+        A_ij = [cos(v_i, v_j)]_+ ^ gamma   for j among the k nearest neighbours of i (i itself excluded)
+        W = A + A^T,   W_norm = D^-1/2 W D^-1/2,   D = diag(W 1)
+
+    Args:
+        features: (N, d) image features, any scale (compared by cosine).
+        k: neighbours per image (k < N).
+        gamma: power that sharpens the similarities (Iscen et al. use 3).
+    """
+    assert 0 < k < len(features), f"k={k} neighbours need more than {len(features)} images"
+    x = torch.nn.functional.normalize(features.float(), dim=1)
+    n = len(x)
+    values, neighbours = [], []
+    for start in range(0, n, chunk):  # (chunk, N) similarities at a time: memory O(chunk * N)
+        sims = x[start : start + chunk] @ x.T
+        rows = torch.arange(len(sims))
+        sims[rows, rows + start] = -2.0  # never its own neighbour
+        top, index = sims.topk(k, dim=1)
+        values.append(top.clamp_min(0) ** gamma)
+        neighbours.append(index)
+    rows = torch.arange(n).repeat_interleave(k)
+    edges = torch.stack([rows, torch.cat(neighbours).flatten()])
+    a = torch.sparse_coo_tensor(edges, torch.cat(values).flatten(), (n, n), check_invariants=True)
+    w = (a + a.t()).coalesce()
+    d_inv_sqrt = torch.sparse.sum(w, dim=1).to_dense().clamp_min(1e-12).rsqrt()
+    i, j = w.indices()
+    values = w.values() * d_inv_sqrt[i] * d_inv_sqrt[j]
+    return torch.sparse_coo_tensor(w.indices(), values, (n, n), check_invariants=True).coalesce()
+
+
+def conjugate_gradient(matvec, b: torch.Tensor, iterations: int, tolerance: float = 1e-6) -> torch.Tensor:
+    """Solve M z = b for a symmetric positive definite M, column by column at once (b: (N, C)), by conjugate
+    gradient: at most `iterations` steps, stopping when every column's residual norm is under `tolerance`
+    times its b's norm."""
+    z = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rr = (r * r).sum(dim=0)  # (C,)
+    stop = tolerance**2 * (b * b).sum(dim=0)
+    for _ in range(iterations):
+        if bool((rr <= stop).all()):
+            break
+        mp = matvec(p)
+        step = rr / (p * mp).sum(dim=0).clamp_min(1e-30)
+        z = z + step * p
+        r = r - step * mp
+        rr_next = (r * r).sum(dim=0)
+        p = r + (rr_next / rr.clamp_min(1e-30)) * p
+        rr = rr_next
+    return z
+
+
+def label_propagation(
+    labeled_features: np.ndarray,
+    labels: np.ndarray,
+    pool_features: np.ndarray,
+    num_classes: int,
+    k: int,
+    alpha: float,
+    gamma: float = 3.0,
+    iterations: int = 20,
+) -> np.ndarray:
+    """Class probabilities (N_pool, C) of the pool by label propagation over the kNN graph of labeled + pool
+    images (Zhou et al. 2004; Iscen et al. 2019, eqs. 9-11):
+
+        Z = (I - alpha W_norm)^-1 Y,   Y_ic = 1 / |L_c| for a labeled image i of class c, else 0
+        Z_ic <- Z_ic / sum_j Z_jc   over the pool: class mass normalization (Zhu et al. 2003), so a class
+                                    with a well-connected labeled image does not flood the graph
+        P_i = Z_i / sum_c Z_ic
+
+    solved by conjugate gradient (`iterations` steps). An image with no path to any labeled image gets the
+    uniform distribution.
+
+    Args:
+        labeled_features: (L, d) features of the labeled images; labels: (L,) their class indices.
+        pool_features: (N, d) features of the pool images, in the same space.
+        k, gamma: the graph (knn_affinity); alpha in (0, 1): how far labels spread (Zhou et al.: 0.99).
+    """
+    assert labeled_features.shape[1] == pool_features.shape[1], "labeled and pool features differ in width"
+    assert len(labels) == len(labeled_features), f"{len(labels)} labels for {len(labeled_features)} images"
+    assert 0 < alpha < 1, f"alpha must be in (0, 1), got {alpha}"
+    features = torch.from_numpy(np.concatenate([labeled_features, pool_features])).float()
+    graph = knn_affinity(features, k, gamma)
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float32)
+    y = torch.zeros(len(features), num_classes)
+    y[torch.arange(len(labels)), torch.from_numpy(labels)] = torch.from_numpy(1.0 / counts[labels])
+    z = conjugate_gradient(lambda v: v - alpha * torch.sparse.mm(graph, v), y, iterations)
+    z = z[len(labels) :].clamp_min(0)
+    z = z / z.sum(dim=0, keepdim=True).clamp_min(1e-12)
+    total = z.sum(dim=1, keepdim=True)
+    probs = torch.where(total > 0, z / total.clamp_min(1e-30), torch.full_like(z, 1.0 / num_classes))
+    return probs.numpy().astype(np.float32)

@@ -1,0 +1,88 @@
+"""Label propagation: the closed form it solves, labels spreading along a chain that the nearest labeled image
+gets wrong, and its place in the pool's probabilities."""
+
+import numpy as np
+import torch
+
+from pipeline.config.pseudolabel import PropagationConfig
+from pipeline.pseudo.pool import propagate_pool
+from pipeline.pseudo.propagation import conjugate_gradient, knn_affinity, label_propagation
+
+
+def test_knn_affinity_is_symmetric_normalized_and_skips_self_loops():
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(30, 5))).float()
+    w = knn_affinity(x, k=4, gamma=3.0).to_dense()
+    assert torch.allclose(w, w.T)
+    assert torch.all(w.diagonal() == 0)
+    # D^-1/2 W D^-1/2 of the unnormalized graph: rebuild it by hand from the cosine similarities.
+    xn = torch.nn.functional.normalize(x, dim=1)
+    sims = xn @ xn.T
+    sims.fill_diagonal_(-2)
+    top, index = sims.topk(4, dim=1)
+    a = torch.zeros(30, 30)
+    a.scatter_(1, index, top.clamp_min(0) ** 3)
+    raw = a + a.T
+    d = raw.sum(dim=1).rsqrt()
+    assert torch.allclose(w, d[:, None] * raw * d[None, :], atol=1e-6)
+
+
+def test_conjugate_gradient_solves_a_symmetric_positive_definite_system():
+    rng = np.random.default_rng(1)
+    m = torch.from_numpy(rng.normal(size=(12, 12))).double()
+    m = m @ m.T + 12 * torch.eye(12, dtype=torch.double)
+    b = torch.from_numpy(rng.normal(size=(12, 3))).double()
+    z = conjugate_gradient(lambda v: m @ v, b, iterations=50, tolerance=1e-12)
+    assert torch.allclose(z, torch.linalg.solve(m, b), atol=1e-9)
+
+
+def test_label_propagation_matches_the_closed_form_with_class_mass_normalization():
+    rng = np.random.default_rng(2)
+    labeled, pool = rng.normal(size=(4, 6)), rng.normal(size=(40, 6))
+    labels = np.array([0, 1, 2, 2])
+    probs = label_propagation(labeled, labels, pool, 3, k=5, alpha=0.9, iterations=200)
+    # The closed form by a dense solve: Z = (I - a W)^-1 Y, Y_ic = 1 / |L_c|.
+    w = knn_affinity(torch.from_numpy(np.concatenate([labeled, pool])).float(), 5, 3.0).to_dense().double()
+    y = torch.zeros(44, 3, dtype=torch.double)
+    y[torch.arange(4), torch.from_numpy(labels)] = torch.tensor([1.0, 1.0, 0.5, 0.5], dtype=torch.double)
+    z = torch.linalg.solve(torch.eye(44, dtype=torch.double) - 0.9 * w, y)[4:].clamp_min(0)
+    z = z / z.sum(dim=0, keepdim=True)
+    expected = (z / z.sum(dim=1, keepdim=True)).numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-4)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_labels_spread_along_a_chain_where_the_nearest_labeled_image_is_the_wrong_class():
+    """Two arcs, 2 degrees between neighbours, 27 degrees between the arcs. Arc 0 runs from its labeled image
+    at 0 degrees to 170, arc 1 the other way from its labeled image at 180 degrees to 10, so the far end of
+    each arc lies next to the other arc's labeled image: labeling by the most similar labeled image gets the
+    far ends wrong. Propagation follows each arc and labels every point by its arc."""
+
+    def arc(degrees: np.ndarray, height: float) -> np.ndarray:
+        radians = np.deg2rad(degrees)
+        return np.stack([np.cos(radians), np.sin(radians), np.full_like(radians, height)], axis=1)
+
+    arc0, arc1 = arc(np.arange(0, 171, 2.0), 0.0), arc(np.arange(180, 9, -2.0), 0.5)
+    labeled, pool = np.stack([arc0[0], arc1[0]]), np.concatenate([arc0[1:], arc1[1:]])
+    truth = np.repeat([0, 1], [len(arc0) - 1, len(arc1) - 1])
+    probs = label_propagation(labeled, np.array([0, 1]), pool, 2, k=2, alpha=0.99, iterations=500)
+    assert (probs.argmax(axis=1) == truth).all()
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    nearest_labeled = (unit(pool) @ unit(labeled).T).argmax(axis=1)
+    assert (nearest_labeled == truth).mean() < 0.7  # the far ends go to the other class
+
+
+def test_propagate_pool_weight_zero_keeps_the_teacher_and_one_replaces_it():
+    rng = np.random.default_rng(3)
+    labeled, pool = rng.normal(size=(6, 4)), rng.normal(size=(30, 4))
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    teacher = rng.dirichlet(np.ones(3), size=30).astype(np.float32)
+    cfg = PropagationConfig(weight=0.0, features="teacher", temperature=0.5, k=5, alpha=0.9)
+    assert propagate_pool(cfg, teacher, pool, labeled, labels) is teacher
+    alone = propagate_pool(cfg.model_copy(update={"weight": 1.0}), teacher, pool, labeled, labels)
+    propagated = label_propagation(labeled, labels, pool, 3, 5, 0.9)
+    sharpened = propagated**2 / (propagated**2).sum(axis=1, keepdims=True)  # T = 0.5
+    np.testing.assert_allclose(alone, sharpened, atol=1e-6)
+    assert (alone.max(axis=1) >= propagated.max(axis=1) - 1e-6).all()
+    half = propagate_pool(cfg.model_copy(update={"weight": 0.5}), teacher, pool, labeled, labels)
+    np.testing.assert_allclose(half, 0.5 * teacher + 0.5 * alone, atol=1e-6)
