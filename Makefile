@@ -15,8 +15,10 @@ DVC_REMOTE ?= $(abspath $(CURDIR)/..)/$(notdir $(CURDIR))-dvc-remote
 demo: install data remote repro  ## install, make the Fashion-MNIST demo data, run the whole pipeline, dvc push
 	dvc push -q
 
+# Two pytest-xdist workers, whole files each (module fixtures such as the e2e repo are built once): most of a
+# test's time is a stage subprocess starting up (imports, MLflow), which two workers overlap on 2 cores.
 test: install  ## the whole test suite, the end-to-end `dvc repro` on the fixture included
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-fast: install  ## the tests not marked slow or e2e: under a minute on 2 CPU cores
 	$(PY) -m pytest -q -m "not slow and not e2e"

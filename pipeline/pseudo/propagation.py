@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 
-def knn_affinity(features: torch.Tensor, k: int, gamma: float, chunk: int = 2048) -> torch.Tensor:
+def knn_affinity(features: torch.Tensor, k: int, gamma: float, max_block: int = 2**26) -> torch.Tensor:
     """The symmetric normalized affinity of a kNN graph, sparse (N, N):
 
         A_ij = [cos(v_i, v_j)]_+ ^ gamma   for j among the k nearest neighbours of i (i itself excluded)
@@ -22,12 +22,15 @@ def knn_affinity(features: torch.Tensor, k: int, gamma: float, chunk: int = 2048
         features: (N, d) image features, any scale (compared by cosine).
         k: neighbours per image (k < N).
         gamma: power that sharpens the similarities (Iscen et al. use 3).
+        max_block: similarities held at once (2**26: 256 MiB), so memory stays flat in N; the search is
+            exact, so time grows as N^2.
     """
     assert 0 < k < len(features), f"k={k} neighbours need more than {len(features)} images"
     x = torch.nn.functional.normalize(features.float(), dim=1)
     n = len(x)
+    chunk = max(1, min(n, max_block // n))
     values, neighbours = [], []
-    for start in range(0, n, chunk):  # (chunk, N) similarities at a time: memory O(chunk * N)
+    for start in range(0, n, chunk):  # (chunk, N) similarities at a time
         sims = x[start : start + chunk] @ x.T
         rows = torch.arange(len(sims))
         sims[rows, rows + start] = -2.0  # never its own neighbour
