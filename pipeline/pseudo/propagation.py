@@ -3,8 +3,8 @@ and global consistency"; Iscen et al. 2019, "Label propagation for deep semi-sup
 
 The teacher is a classifier fitted to a handful of labels; propagation reads the labels through the geometry
 of the whole pool instead: a pool image takes the label of the labeled images it is connected to by chains of
-near neighbours. With 4 labels per class the two disagree on many images, and their mixture is more precise
-than either (docs/pseudo_label_benchmark.md)."""
+near neighbours. With 4 labels per class it labels the pool 4 to 5 points more accurately than the teacher in
+round 1, and its confident half is more precise (docs/pseudo_label_benchmark.md)."""
 
 from __future__ import annotations
 
