@@ -13,15 +13,18 @@ from pipeline.config.common import Common
 class OODConfig(Section):
     """Out-of-distribution filter (pipeline.pseudo.ood), calibrated on held-out labeled images."""
 
-    method: Literal["msp", "energy", "mahalanobis", "knn", "none"] = Field(
-        description="msp / energy: teacher logits; mahalanobis: teacher features; knn: SSL embedding"
+    method: Literal["msp", "energy", "mahalanobis", "knn", "propagation", "none"] = Field(
+        description="msp / energy: teacher logits; mahalanobis: teacher features; knn, propagation: SSL "
+        "embedding (propagation: on pseudolabel.propagation's graph)"
     )
     k: int = Field(ge=1, description="knn: distance to the k-th nearest labeled image")
     keep_quantile: float = Field(
         gt=0, le=1, description="share of held-out labeled images the threshold keeps"
     )
     shrinkage: float = Field(gt=0, le=1, description="mahalanobis: covariance shrinkage towards the identity")
-    folds: int = Field(ge=2, description="msp / energy / mahalanobis: folds of the held-out calibration")
+    folds: int = Field(
+        ge=2, description="msp / energy / mahalanobis / propagation: folds of the held-out calibration"
+    )
     min_separation: float = Field(
         ge=0,
         le=1,

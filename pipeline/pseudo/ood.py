@@ -1,11 +1,13 @@
 """Out-of-distribution scores (higher = more out of distribution) and their calibrated thresholds.
 
-Four scores, each a function of arrays:
+Five scores, each a function of arrays:
     msp          -max_c softmax(logits)_c                       (Hendrycks & Gimpel 2017)
     energy       -T logsumexp(logits / T)                       (Liu et al. 2020)
     mahalanobis  min_c (x - mu_c)^T S^-1 (x - mu_c), class-conditional Gaussians with a tied, shrunk
                  covariance S on L2-normalized features        (Lee et al. 2018)
     knn          1 - cos(x, k-th nearest labeled feature)       (Sun et al. 2022)
+    propagation  -log of the label mass that reaches x along the kNN graph of labeled + pool images
+                 (pipeline.pseudo.propagation.label_mass_scores; Zhou et al. 2004)
 
 msp and energy are computed from a softmax-regression head fitted on the teacher's features of the labeled
 images (see `ood_scores`). The threshold keeps a share `keep` of in-distribution images. Those scores must
@@ -24,8 +26,13 @@ import numpy as np
 import torch
 
 from pipeline.metrics import fit_linear_head
+from pipeline.pseudo.propagation import label_mass_scores
 
-OOD_METHODS = ("msp", "energy", "mahalanobis", "knn", "none")
+OOD_METHODS = ("msp", "energy", "mahalanobis", "knn", "propagation", "none")
+EMBEDDING_METHODS = (
+    "knn",
+    "propagation",
+)  # scored in the SSL embedding; the others in the teacher's features
 
 # fit on (features, labels) of the training folds, return the scores of the held-out features
 FoldScorer = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -180,19 +187,27 @@ def ood_scores(
     shrinkage: float,
     folds: int,
     seed: int,
+    graph_k: int,
+    alpha: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores of the pool and held-out scores of the labeled images, for one `method`.
 
     *_features: (N, D) the features the method works in (the teacher's encoder for msp / energy /
-    mahalanobis, the SSL encoder for knn). One scorer makes both sets of scores, so the threshold is in the
-    units of the pool's: fitted on every labeled image for the pool, and on the other folds for each held-out
-    fold. For msp and energy the scorer is a softmax-regression head on those features rather than the
-    teacher's own head, which was trained on every labeled image (its scores on them are optimistic) with a
-    recipe that cross-fitting could not repeat exactly.
+    mahalanobis, the SSL encoder for knn and propagation); graph_k, alpha: propagation's graph. One scorer
+    makes both sets of scores, so the threshold is in the units of the pool's: fitted on every labeled image
+    for the pool, and on the other folds for each held-out fold. For msp and energy the scorer is a
+    softmax-regression head on those features rather than the teacher's own head, which was trained on every
+    labeled image (its scores on them are optimistic) with a recipe that cross-fitting could not repeat
+    exactly.
     """
     if method == "knn":  # leave-one-out is exact and cheap here: each image skips only itself
         pool = knn_distance(pool_features, labeled_features, k)
         return pool, knn_distance(labeled_features, labeled_features, k, exclude_self=True)
+    if method == "propagation":
+        fold_of, graph_k = stratified_folds(labels, folds, seed), min(graph_k, len(pool_features))
+        return label_mass_scores(
+            labeled_features, labels, pool_features, num_classes, fold_of, graph_k, alpha
+        )
     if method == "mahalanobis":
 
         def scorer(tx, ty, hx):

@@ -18,7 +18,7 @@ from pipeline.inference import augmented_logits, encode, predict
 from pipeline.losses.semi import align_distribution, class_prior
 from pipeline.metrics import ood_auroc
 from pipeline.models import Classifier, Encoder
-from pipeline.pseudo.ood import calibrate_ood_threshold, ood_scores, threshold_interval
+from pipeline.pseudo.ood import EMBEDDING_METHODS, calibrate_ood_threshold, ood_scores, threshold_interval
 from pipeline.pseudo.propagation import label_propagation
 from pipeline.pseudo.report import pseudo_label_stats, pseudo_label_table
 from pipeline.pseudo.select import select_pseudo_labels, softmax
@@ -84,7 +84,7 @@ def predict_pool(
 def uses_embedding(cfg: PseudolabelConfig) -> bool:
     """Whether the round scores anything in the SSL embedding rather than the teacher's features."""
     propagation = cfg.propagation.weight > 0 and cfg.propagation.features == "ssl"
-    return cfg.ood.method == "knn" or propagation
+    return cfg.ood.method in EMBEDDING_METHODS or propagation
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,7 @@ class OODDecision:
 def filter_ood(
     *,
     cfg: OODConfig,
+    graph: PropagationConfig,
     pool_features: np.ndarray,
     teacher: Classifier,
     encoder: Encoder,
@@ -150,16 +151,16 @@ def filter_ood(
 ) -> OODDecision:
     """Score the pool (features from `predict_pool`) by `cfg.method` against the labeled images' features in
     the same space, and calibrate the threshold on held-out labeled scores (pipeline.pseudo.ood). Method
-    `none` keeps every image."""
+    `none` keeps every image; `propagation` uses `graph`'s k and alpha."""
     if cfg.method == "none":
         return OODDecision(np.zeros(len(pool_features)), np.zeros(0), float("inf"))
-    if cfg.method == "knn":
+    if cfg.method in EMBEDDING_METHODS:
         reference = encode(encoder, images, labeled.index, compute=compute)
     else:
         _, reference = predict(teacher, images, labeled.index, batch_size, compute)
     scores, held_out = ood_scores(
         cfg.method, pool_features, reference, labeled.labels, num_classes, cfg.k, cfg.shrinkage, cfg.folds,
-        seed,
+        seed, graph.k, graph.alpha,
     )  # fmt: skip
     separation = ood_auroc(held_out, scores)
     return OODDecision(
@@ -258,7 +259,8 @@ def label_pool(
     labeled, images = data.split("labeled"), data.images
     space = {"ssl": pool.embedding, "teacher": pool.features}
     ood = filter_ood(
-        cfg=cfg.ood, pool_features=space["ssl" if cfg.ood.method == "knn" else "teacher"], teacher=teacher,
+        cfg=cfg.ood, graph=cfg.propagation, teacher=teacher,
+        pool_features=space["ssl" if cfg.ood.method in EMBEDDING_METHODS else "teacher"],
         encoder=encoder, images=images, labeled=labeled, num_classes=len(data.classes),
         batch_size=cfg.batch_size, seed=seed, compute=compute,
     )  # fmt: skip

@@ -69,6 +69,20 @@ def conjugate_gradient(matvec, b: torch.Tensor, iterations: int, tolerance: floa
     return z
 
 
+def seed_labels(labels: np.ndarray, num_classes: int, n_nodes: int) -> torch.Tensor:
+    """Y (n_nodes, C): Y_ic = 1 / |L_c| for the i-th of the first len(labels) nodes, of class c; else 0."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float32)
+    y = torch.zeros(n_nodes, num_classes)
+    y[torch.arange(len(labels)), torch.from_numpy(labels)] = torch.from_numpy(1.0 / counts[labels])
+    return y
+
+
+def propagate(graph: torch.Tensor, y: torch.Tensor, alpha: float, iterations: int) -> torch.Tensor:
+    """Z = (I - alpha W_norm)^-1 Y by conjugate gradient, every column of Y (N, m) at once, clamped at 0."""
+    assert 0 < alpha < 1, f"alpha must be in (0, 1), got {alpha}"
+    return conjugate_gradient(lambda v: v - alpha * torch.sparse.mm(graph, v), y, iterations).clamp_min(0)
+
+
 def label_propagation(
     labeled_features: np.ndarray,
     labels: np.ndarray,
@@ -95,17 +109,60 @@ def label_propagation(
         pool_features: (N, d) features of the pool images, in the same space.
         k, gamma: the graph (knn_affinity); alpha in (0, 1): how far labels spread (Zhou et al.: 0.99).
     """
-    assert labeled_features.shape[1] == pool_features.shape[1], "labeled and pool features differ in width"
-    assert len(labels) == len(labeled_features), f"{len(labels)} labels for {len(labeled_features)} images"
-    assert 0 < alpha < 1, f"alpha must be in (0, 1), got {alpha}"
-    features = torch.from_numpy(np.concatenate([labeled_features, pool_features])).float()
-    graph = knn_affinity(features, k, gamma)
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float32)
-    y = torch.zeros(len(features), num_classes)
-    y[torch.arange(len(labels)), torch.from_numpy(labels)] = torch.from_numpy(1.0 / counts[labels])
-    z = conjugate_gradient(lambda v: v - alpha * torch.sparse.mm(graph, v), y, iterations)
-    z = z[len(labels) :].clamp_min(0)
+    graph = _graph(labeled_features, labels, pool_features, k, gamma)
+    z = propagate(graph, seed_labels(labels, num_classes, graph.shape[0]), alpha, iterations)[len(labels) :]
     z = z / z.sum(dim=0, keepdim=True).clamp_min(1e-12)
     total = z.sum(dim=1, keepdim=True)
     probs = torch.where(total > 0, z / total.clamp_min(1e-30), torch.full_like(z, 1.0 / num_classes))
     return probs.numpy().astype(np.float32)
+
+
+def label_mass_scores(
+    labeled_features: np.ndarray,
+    labels: np.ndarray,
+    pool_features: np.ndarray,
+    num_classes: int,
+    folds: np.ndarray,
+    k: int,
+    alpha: float,
+    gamma: float = 3.0,
+    iterations: int = 20,
+) -> tuple[np.ndarray, np.ndarray]:
+    """An OOD score (higher = more out of distribution): how little label mass reaches an image along the
+    kNN graph of labeled + pool images,
+
+        s_i = -log sum_c Z_ic,   Z = (I - alpha W_norm)^-1 Y   (label_propagation before any normalization)
+
+    Z's row mass is a personalized PageRank from the labeled images (Zhou et al. 2004 rank by it): it decays
+    along chains of near neighbours, so a cluster of the pool that no labeled image reaches, a class nobody
+    labeled, gets little of it, however close its images are to one labeled image (which is all a kNN
+    distance sees). An image with no path to a labeled one scores -log(1e-30) = 69.
+
+    Returns the pool's scores (N_pool,) and held-out scores of the labeled images (L,), cross-fitted: image i
+    of fold f scores by the mass from the labels of the other folds (`folds`: (L,) fold indices). One graph,
+    one conjugate-gradient solve for every fold's Y at once.
+    """
+    graph = _graph(labeled_features, labels, pool_features, k, gamma)
+    n = graph.shape[0]
+    fold_ids = np.unique(folds)
+    columns = [seed_labels(labels, num_classes, n)]
+    for fold in fold_ids:  # the other folds' labels as sources (their classes' mass stays 1 each)
+        kept = np.flatnonzero(folds != fold)
+        y = seed_labels(labels[kept], num_classes, len(kept))
+        columns.append(torch.zeros(n, num_classes).index_copy_(0, torch.from_numpy(kept), y))
+    mass = propagate(graph, torch.cat(columns, dim=1), alpha, iterations).view(n, -1, num_classes).sum(dim=2)
+    scores = -torch.log(mass.clamp_min(1e-30)).numpy()
+    held_out = np.empty(len(labels))
+    for column, fold in enumerate(fold_ids, start=1):
+        held_out[folds == fold] = scores[: len(labels)][folds == fold, column]
+    return scores[len(labels) :, 0], held_out
+
+
+def _graph(
+    labeled_features: np.ndarray, labels: np.ndarray, pool_features: np.ndarray, k: int, gamma: float
+) -> torch.Tensor:
+    """knn_affinity of the labeled images (first) and the pool's, after checking that they fit together."""
+    assert labeled_features.shape[1] == pool_features.shape[1], "labeled and pool features differ in width"
+    assert len(labels) == len(labeled_features), f"{len(labels)} labels for {len(labeled_features)} images"
+    features = torch.from_numpy(np.concatenate([labeled_features, pool_features])).float()
+    return knn_affinity(features, k, gamma)

@@ -131,6 +131,7 @@ def test_cross_fitted_scores_never_score_a_sample_with_itself():
         pytest.param("energy", marks=pytest.mark.slow),
         "mahalanobis",
         "knn",
+        "propagation",
     ],
 )
 def test_every_method_scores_far_images_higher_and_calibrates_on_held_out_images(method):
@@ -141,7 +142,9 @@ def test_every_method_scores_far_images_higher_and_calibrates_on_held_out_images
     near = centers[rng.integers(0, 4, 200)] + rng.normal(scale=0.3, size=(200, 8))
     far = rng.normal(scale=0.3, size=(200, 8))  # the noise without any class's signal
     pool = np.concatenate([near, far])
-    scores, held_out = ood_scores(method, pool, labeled, labels, 4, k=1, shrinkage=0.5, folds=4, seed=0)
+    scores, held_out = ood_scores(
+        method, pool, labeled, labels, 4, k=1, shrinkage=0.5, folds=4, seed=0, graph_k=10, alpha=0.99
+    )
     assert held_out.shape == (40,)
     threshold = calibrate_ood_threshold(held_out, 0.95)
     kept_near, kept_far = (scores[:200] <= threshold).mean(), (scores[200:] <= threshold).mean()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config.pseudolabel import OODConfig
+from pipeline.config.pseudolabel import OODConfig, PropagationConfig
 from pipeline.data.store import Split
 from pipeline.inference import encode
 from pipeline.models import Architecture, build_classifier
@@ -24,6 +24,9 @@ def speckle(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.integers(0, 256, (n, 12, 12, 1)).astype(np.uint8)
 
 
+GRAPH = PropagationConfig(weight=1.0, features="teacher", temperature=0.25, k=10, alpha=0.99)
+
+
 @pytest.fixture
 def setup():
     torch.manual_seed(0)
@@ -39,14 +42,17 @@ def setup():
 def decide(model, images, labeled, cfg, pool: np.ndarray) -> OODDecision:
     features = encode(model.encoder, images, pool)
     return filter_ood(
-        cfg=cfg, pool_features=features, teacher=model, encoder=model.encoder, images=images, labeled=labeled,
-        num_classes=2, batch_size=64, seed=0,
+        cfg=cfg, graph=GRAPH, pool_features=features, teacher=model, encoder=model.encoder, images=images,
+        labeled=labeled, num_classes=2, batch_size=64, seed=0,
     )  # fmt: skip
 
 
-def test_a_filter_that_separates_rejects_the_out_of_distribution_images(setup):
+@pytest.mark.parametrize("method", ["knn", "propagation"])
+def test_a_filter_that_separates_rejects_the_out_of_distribution_images(setup, method):
     model, images, labeled, cfg = setup
-    ood = decide(model, images, labeled, cfg, np.arange(40, 160))  # 60 stripes, then 60 speckles
+    ood = decide(
+        model, images, labeled, cfg.model_copy(update={"method": method}), np.arange(40, 160)
+    )  # 60 stripes, then 60 speckles
     assert not ood.soft and ood.separation >= 0.6
     assert ood.in_distribution[60:].mean() < 0.2 and ood.in_distribution[:60].mean() > 0.7
     assert (ood.weight == 1).all()

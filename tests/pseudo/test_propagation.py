@@ -1,12 +1,13 @@
 """Label propagation: the closed form it solves, labels spreading along a chain that the nearest labeled image
-gets wrong, and its place in the pool's probabilities."""
+gets wrong, its place in the pool's probabilities, and the label mass as an OOD score."""
 
 import numpy as np
 import torch
 
 from pipeline.config.pseudolabel import PropagationConfig
+from pipeline.pseudo.ood import knn_distance
 from pipeline.pseudo.pool import propagate_pool
-from pipeline.pseudo.propagation import conjugate_gradient, knn_affinity, label_propagation
+from pipeline.pseudo.propagation import conjugate_gradient, knn_affinity, label_mass_scores, label_propagation
 
 
 def test_knn_affinity_is_symmetric_normalized_and_skips_self_loops():
@@ -52,16 +53,17 @@ def test_label_propagation_matches_the_closed_form_with_class_mass_normalization
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
+def arc(degrees: np.ndarray, height: float) -> np.ndarray:
+    """Points at `degrees` around the z axis, at height `height` (compared by cosine: directions)."""
+    radians = np.deg2rad(degrees)
+    return np.stack([np.cos(radians), np.sin(radians), np.full_like(radians, height)], axis=1)
+
+
 def test_labels_spread_along_a_chain_where_the_nearest_labeled_image_is_the_wrong_class():
     """Two arcs, 2 degrees between neighbours, 27 degrees between the arcs. Arc 0 runs from its labeled image
     at 0 degrees to 170, arc 1 the other way from its labeled image at 180 degrees to 10, so the far end of
     each arc lies next to the other arc's labeled image: labeling by the most similar labeled image gets the
     far ends wrong. Propagation follows each arc and labels every point by its arc."""
-
-    def arc(degrees: np.ndarray, height: float) -> np.ndarray:
-        radians = np.deg2rad(degrees)
-        return np.stack([np.cos(radians), np.sin(radians), np.full_like(radians, height)], axis=1)
-
     arc0, arc1 = arc(np.arange(0, 171, 2.0), 0.0), arc(np.arange(180, 9, -2.0), 0.5)
     labeled, pool = np.stack([arc0[0], arc1[0]]), np.concatenate([arc0[1:], arc1[1:]])
     truth = np.repeat([0, 1], [len(arc0) - 1, len(arc1) - 1])
@@ -86,3 +88,42 @@ def test_propagate_pool_weight_zero_keeps_the_teacher_and_one_replaces_it():
     assert (alone.max(axis=1) >= propagated.max(axis=1) - 1e-6).all()
     half = propagate_pool(cfg.model_copy(update={"weight": 0.5}), teacher, pool, labeled, labels)
     np.testing.assert_allclose(half, 0.5 * teacher + 0.5 * alone, atol=1e-6)
+
+
+def test_label_mass_scores_match_the_closed_form_with_held_out_folds():
+    rng = np.random.default_rng(4)
+    labeled, pool = rng.normal(size=(6, 5)), rng.normal(size=(40, 5))
+    labels, folds = np.array([0, 0, 1, 1, 2, 2]), np.array([0, 1, 0, 1, 0, 1])
+    scores, held_out = label_mass_scores(labeled, labels, pool, 3, folds, k=5, alpha=0.9, iterations=200)
+    w = knn_affinity(torch.from_numpy(np.concatenate([labeled, pool])).float(), 5, 3.0).to_dense().double()
+    solve = lambda y: torch.linalg.solve(torch.eye(46, dtype=torch.double) - 0.9 * w, y)  # noqa: E731
+
+    def mass(sources: np.ndarray) -> np.ndarray:  # Y_ic = 1 / |L_c| over the source images of class c
+        y = torch.zeros(46, 3, dtype=torch.double)
+        for i in sources:
+            y[i, labels[i]] = 1.0 / (labels[sources] == labels[i]).sum()
+        return solve(y).clamp_min(0).sum(dim=1).numpy()
+
+    np.testing.assert_allclose(scores, -np.log(mass(np.arange(6)))[6:], atol=1e-4)
+    for fold in (0, 1):  # image i of fold f: the mass from the labels of the other fold only
+        held = folds == fold
+        np.testing.assert_allclose(held_out[held], -np.log(mass(np.flatnonzero(~held)))[:6][held], atol=1e-4)
+
+
+def test_a_cluster_no_labeled_image_reaches_scores_as_ood_though_a_labeled_image_is_near():
+    """Two labeled arcs (2 degrees between neighbours) and a tight cluster of 20 images of a class nobody
+    labeled, about 31 degrees from arc 0's labeled image: nearer to it than the middle of either arc is to
+    any labeled image. The kNN distance to the labeled images calls the arcs' middles more out of
+    distribution than the cluster; the label mass, which flows only along the arcs, ranks every cluster
+    image above every arc image."""
+    arc0, arc1 = arc(np.arange(0, 171, 2.0), 0.0), arc(np.arange(180, 9, -2.0), 0.5)
+    cluster = arc(np.linspace(-25, -15, 20), -0.6)
+    labeled = np.stack([arc0[0], arc0[1], arc1[0], arc1[1]])
+    pool = np.concatenate([arc0[2:], arc1[2:], cluster])
+    labels, folds = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
+    scores, held_out = label_mass_scores(labeled, labels, pool, 2, folds, k=2, alpha=0.99, iterations=500)
+    in_arcs, in_cluster = scores[:-20], scores[-20:]
+    assert in_cluster.min() > in_arcs.max()
+    assert np.isfinite(held_out).all() and held_out.max() < in_cluster.min()
+    distance = knn_distance(pool, labeled, 1)
+    assert distance[:-20].max() > distance[-20:].min()  # the kNN distance gets some of this wrong
