@@ -9,7 +9,7 @@ of the unlabeled pool from the other 4 classes (near OOD), plus `--far-ood` rend
 OOD filter of params.yaml and the filter off (`--ood-methods`). Shares strictly between 0 and 1 run every
 seed, 0 and 1 the first. Per setting: the teacher's and the last student's test accuracy on the 6 classes,
 pseudo-label precision, the share of accepted pseudo-labels that are OOD, and for each round the near-OOD
-AUROC of the filter's score and the share of far-OOD images it rejected, and wall time.
+AUROC of the filter's score and the share of far-OOD images it excluded, and wall time.
 
 Every setting runs in its own folder under --out: the demo export, then the real stage scripts from `prepare`
 to `evaluate`, with `params.yaml` of the repo except for the paths, the seed, the rounds and the OOD method.
@@ -149,17 +149,18 @@ def run_setting(
 def ood_by_kind(pseudolabels: Path, params: dict, demo: dict) -> dict[str, dict[str, float]]:
     """Per round, the OOD filter against the analysis labels by kind: `near_auroc`, the AUROC of its score
     with pool images of the 4 other Fashion-MNIST classes as positives and the labeled classes' as negatives,
-    and `far_rejected`, the share of rendered digits (analysis label `ood:digit`) it rejected. NaN where the
-    pool has none of a kind."""
+    and `far_rejected`, the share of rendered digits (analysis label `ood:digit`) it excluded: rejected, or
+    weighted 0 by a soft filter. NaN where the pool has none of a kind."""
     truth = read_analysis_labels(params["paths"]["analysis"])
     kinds = {}
     for table_file in sorted(pseudolabels.glob("r*.parquet")):
-        table = pd.read_parquet(table_file, columns=["path", "ood_score", "in_distribution"])
+        table = pd.read_parquet(table_file, columns=["path", "ood_score", "in_distribution", "ood_weight"])
         label = truth.reindex(table["path"]).to_numpy()
         known = np.isin(label, demo["classes"])
         far = np.char.startswith(label.astype(str), "ood:")
         near = ~known & ~far & (label == label)  # label == label: not NaN (an image without analysis label)
-        scores, kept = table["ood_score"].to_numpy(), table["in_distribution"].to_numpy()
+        scores = table["ood_score"].to_numpy()
+        kept = table["in_distribution"].to_numpy() & (table["ood_weight"].to_numpy() > 0)
         kinds[table_file.stem] = {
             "near_auroc": ood_auroc(scores[known], scores[near]) if near.any() and known.any() else np.nan,
             "far_rejected": float((~kept[far]).mean()) if far.any() else np.nan,
@@ -262,7 +263,7 @@ def mismatch_table(results: list[dict], rounds: int) -> list[str]:
     lines = [
         "| mismatch | OOD filter | seeds | teacher | promoted | vs clean | PL precision "
         "| accepted that are OOD | near-OOD AUROC " + " / ".join(f"r{k}" for k in range(1, rounds + 1))
-        + " | far-OOD rejected " + " / ".join(f"r{k}" for k in range(1, rounds + 1)) + " | minutes |",
+        + " | far-OOD excluded " + " / ".join(f"r{k}" for k in range(1, rounds + 1)) + " | minutes |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |",
     ]  # fmt: skip
     groups = sorted({(r["mismatch"], r["ood"]) for r in results})
@@ -275,16 +276,20 @@ def mismatch_table(results: list[dict], rounds: int) -> list[str]:
         accepted_ood = [m.get("pl/accepted_ood", float("nan")) / max(1.0, m["pl/accepted"]) for m in last]
         change = f"{100 * (np.mean(best) - np.mean(clean[ood])):+.1f}" if clean[ood] and share else "–"
 
-        def per_round(key: str, runs=runs) -> str:
+        def per_round(key: str, percent: bool, runs=runs) -> str:
             return " / ".join(
-                mean_std([r.get("ood_kinds", {}).get(f"r{k}", {}).get(key, float("nan")) for r in runs])
+                mean_std(
+                    [r.get("ood_kinds", {}).get(f"r{k}", {}).get(key, float("nan")) for r in runs],
+                    percent,
+                    decimals=1 if percent else 2,
+                )
                 for k in range(1, rounds + 1)
             )
 
         cells = [
             f"{share:.0%}", ood, str(len(runs)), mean_std([r["rounds"]["r0"]["test/accuracy"] for r in runs]),
             mean_std(best), change, mean_std([m.get("pl/precision", float("nan")) for m in last]),
-            mean_std(accepted_ood), per_round("near_auroc"), per_round("far_rejected"),
+            mean_std(accepted_ood), per_round("near_auroc", False), per_round("far_rejected", True),
             minutes_range([r["seconds"] / 60 for r in runs]),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -321,8 +326,8 @@ def markdown(results: list[dict], args, command: str) -> str:
             f"{len(KNOWN)} labeled classes ({', '.join(KNOWN)}), {args.mismatch_labels} labels each; a share "
             f"of the unlabeled pool from the other 4 classes (near OOD) and {args.far_ood:,} rendered digits "
             "(far OOD). Test accuracy on the 6 classes. Near-OOD AUROC: the filter's score, images of the "
-            "other classes against those of the labeled ones; far-OOD rejected: the share of digits the "
-            "filter rejected; both each round, against the analysis labels.",
+            "other classes against those of the labeled ones; far-OOD excluded: the share of digits the "
+            "filter rejected or gave weight 0; both each round, against the analysis labels.",
             "", *mismatch_table(mismatch, args.rounds),
         ]  # fmt: skip
     return "\n".join(lines) + "\n"
