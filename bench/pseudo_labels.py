@@ -277,8 +277,8 @@ def mismatch_table(results: list[dict], rounds: int) -> list[str]:
         runs = [r for r in results if (r["mismatch"], r["ood"]) == (share, ood)]
         last = [r["rounds"][f"r{rounds}"] for r in runs]
         best = [promoted(r)[1]["test/accuracy"] for r in runs]
-        accepted_ood = [r.get("ood_kinds", {}).get(f"r{rounds}", {}).get("ood_weight_share", float("nan"))
-                        for r in runs]  # fmt: skip
+        ood_weight = [r.get("ood_kinds", {}).get(f"r{rounds}", {}).get("ood_weight_share", float("nan"))
+                      for r in runs]  # fmt: skip
         change = f"{100 * (np.mean(best) - np.mean(clean[ood])):+.1f}" if clean[ood] and share else "–"
 
         def per_round(key: str, percent: bool, runs=runs) -> str:
@@ -294,7 +294,7 @@ def mismatch_table(results: list[dict], rounds: int) -> list[str]:
         cells = [
             f"{share:.0%}", ood, str(len(runs)), mean_std([r["rounds"]["r0"]["test/accuracy"] for r in runs]),
             mean_std(best), change, mean_std([m.get("pl/precision", float("nan")) for m in last]),
-            mean_std(accepted_ood), per_round("near_auroc", False), per_round("far_rejected", True),
+            mean_std(ood_weight), per_round("near_auroc", False), per_round("far_rejected", True),
             minutes_range([r["seconds"] / 60 for r in runs]),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -357,6 +357,13 @@ def shown_args(argv: list[str]) -> list[str]:
         if not skipping:
             shown.append(arg)
     return shown
+
+
+def save(results: list[dict], args, command: str) -> None:
+    """The results file and the doc's table."""
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=1) + "\n")
+    write_doc(args.doc, markdown(results, args, command))
 
 
 def setting_key(part: str, seed: int, demo: dict) -> str:
@@ -452,13 +459,9 @@ def main() -> None:
         result = run_setting(name, args, base, seed, demo, ood, reuse=first_of.get(key), variant=variant)
         first_of.setdefault(key, {"part": part, **result})
         results.append({"part": part, **result})
-        args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(json.dumps(results, indent=1) + "\n")
-        write_doc(args.doc, markdown(results, args, command))
+        save(results, args, command)  # after every setting: a killed run keeps what it finished
     if results:  # the table again, also when nothing was left to run
-        args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(json.dumps(results, indent=1) + "\n")
-        write_doc(args.doc, markdown(results, args, command))
+        save(results, args, command)
     print(markdown(results, args, command))
 
 
