@@ -53,8 +53,15 @@ class Compute:
         return batch
 
     def compiled(self, net: torch.nn.Module) -> torch.nn.Module:
-        """torch.compile(net) when `compile` is on (the first steps then pay for the compilation)."""
-        return torch.compile(net) if self.compile else net
+        """torch.compile(net) when `compile` is on (the first steps then pay for the compilation), with
+        TorchInductor's deterministic mode when deterministic kernels are required (seed_everything)."""
+        if not self.compile:
+            return net
+        torch.use_deterministic_algorithms(
+            torch.are_deterministic_algorithms_enabled(),
+            warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
+        )  # the same flags again, now with TorchInductor's
+        return torch.compile(net)
 
 
 CPU = Compute()

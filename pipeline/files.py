@@ -44,5 +44,7 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(Path(path), lambda p: frame.to_csv(p, index=False))
 
 
-def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+def write_parquet(path: Path, frame: pd.DataFrame) -> Path:
+    """`frame` as a parquet file at `path`, written atomically; returns `path`."""
     atomic_write(Path(path), lambda p: frame.to_parquet(p, index=False))
+    return Path(path)

@@ -21,11 +21,15 @@ DIVERGED = 1e6  # a loss above this has diverged: every loss of the pipeline sta
 
 
 def seed_everything(seed: int) -> None:
-    """Seed every generator and require deterministic kernels, so two runs on CPU give the same numbers."""
+    """Seed every generator and require deterministic kernels, so two runs on CPU give the same numbers.
+
+    The flag is set on torch._C directly: torch.use_deterministic_algorithms also sets TorchInductor's
+    `deterministic`, and importing TorchInductor for that costs every stage about 1.5 s of start-up. It only
+    matters to torch.compile, which sets it itself (Compute.compiled)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
+    torch._C._set_deterministic_algorithms(True)
 
 
 class TrainingDiverged(FloatingPointError):

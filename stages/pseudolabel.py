@@ -35,8 +35,8 @@ def main() -> None:
             data=data, truth=read_analysis_labels(paths.analysis), seed=params.seed, compute=compute,
         )  # fmt: skip
         run.log(labels.stats, params.round_order().index(round_name))
-        write_parquet(artifacts.pseudo_labels(paths, round_name), labels.table)
-        run.log_artifact(artifacts.pseudo_labels(paths, round_name))
+        run.warn(labels.ood.warnings(round_name))  # a pool unlike the labeled images
+        run.log_artifact(write_parquet(artifacts.pseudo_labels(paths, round_name), labels.table))
         run.log_figures(pseudo_label_figures(labels.table, data.images, data.classes, labels.ood, round_name))
     print(labels.describe(round_name))
 

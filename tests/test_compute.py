@@ -94,6 +94,27 @@ def test_compiled_model_gives_the_eager_outputs():
         assert torch.allclose(compiled(x), model(x), atol=1e-5)
 
 
+def test_seeding_requires_deterministic_kernels_without_importing_torchinductor():
+    """Start-up: TorchInductor (about 1.5 s to import) is left to the stages that compile."""
+    code = (
+        "import sys, torch; from pipeline.runtime import seed_everything; seed_everything(0); "
+        "print(torch.are_deterministic_algorithms_enabled(), 'torch._inductor' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["True", "False"]
+
+
+def test_compiling_keeps_the_deterministic_flags_and_sets_torchinductors():
+    code = (
+        "import torch; from pipeline.compute import Compute; from pipeline.runtime import seed_everything; "
+        "seed_everything(0); Compute(compile=True).compiled(torch.nn.Linear(2, 2)); "
+        "import torch._inductor.config as c; print(torch.are_deterministic_algorithms_enabled(), "
+        "torch.is_deterministic_algorithms_warn_only_enabled(), c.deterministic)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["True", "False", "True"]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
 def test_cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back_to_the_cpu():
     with pytest.raises(ConfigError, match="compute.device: cuda, but torch sees no CUDA device"):

@@ -9,7 +9,7 @@ from pipeline.config.pseudolabel import OODConfig, PropagationConfig
 from pipeline.data.store import Split
 from pipeline.inference import encode
 from pipeline.models import Architecture, build_classifier
-from pipeline.pseudo.pool import OODDecision, align_pool, filter_ood
+from pipeline.pseudo.pool import UNLIKE_LABELED, OODDecision, align_pool, filter_ood
 
 
 def stripes(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -73,6 +73,15 @@ def test_a_filter_that_cannot_tell_the_pool_apart_falls_back_to_soft_weights(set
     order = np.argsort(ood.scores)
     assert (np.diff(ood.weight[order]) <= 0).all() and ood.weight.min() >= 0  # lower the more out
     assert ood.stats()["ood/soft"] == 1
+    assert ood.warnings("r1") == []  # a pool like the labeled images: nothing to warn about
+
+
+def test_a_pool_of_only_unlabeled_kinds_of_image_is_warned_about(setup):
+    model, images, labeled, cfg = setup
+    ood = decide(model, images, labeled, cfg, np.arange(100, 160))  # speckles only
+    (warning,) = ood.warnings("r2")
+    assert ood.separation >= UNLIKE_LABELED and f"separation AUROC {ood.separation:.2f}" in warning
+    assert warning.startswith("r2: the pool looks unlike the labeled images") and "r2.parquet" in warning
 
 
 def test_the_filter_off_keeps_everything_and_logs_minus_one(setup):
@@ -81,6 +90,7 @@ def test_the_filter_off_keeps_everything_and_logs_minus_one(setup):
     assert ood.in_distribution.all() and (ood.weight == 1).all()
     stats = ood.stats()
     assert stats["ood/threshold"] == stats["ood/threshold_low"] == stats["ood/separation_auroc"] == -1
+    assert ood.warnings("r1") == []
 
 
 def test_pool_alignment_hand_computed_and_its_mean_over_kept_images_only():
