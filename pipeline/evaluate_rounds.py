@@ -10,9 +10,10 @@ from pipeline.config.evaluate import EvaluateParams
 from pipeline.data.store import Prepared, Split
 from pipeline.evaluation import evaluate_round
 from pipeline.figures import evaluation_figures
+from pipeline.files import file_md5
 from pipeline.promotion import Promotion
 from pipeline.pseudo.report import read_analysis_labels
-from pipeline.serving import log_round_model
+from pipeline.serving import MODEL_TAG, log_round_model
 from pipeline.tracking import StageRun
 
 
@@ -46,3 +47,27 @@ def register_promoted(
     model, _ = load_classifier(artifacts.round_model(params.paths, promotion.round))
     registry = (params.mlflow.registered_model, params.mlflow.alias)
     log_round_model(run, model, data, promotion.round, params.data.image_size, params.data.channels, registry)
+
+
+ROUND_RUN_METRICS = ("test/accuracy", "test/ece", "val/accuracy", "promoted")
+
+
+def log_onto_round_runs(params: EvaluateParams, results: dict[str, dict[str, float]]) -> int:
+    """Each round's ROUND_RUN_METRICS (step 0) onto the training runs that wrote its model file (their
+    MODEL_TAG is its md5; a forced rerun writes the same bytes, so it may be several runs), so that MLflow's
+    runs table and Compare view line up the rounds' own runs by accuracy. Returns how many runs got them."""
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(params.mlflow.experiment)
+    stamp, logged = int(time.time() * 1000), 0
+    for name, metrics in results.items():
+        md5 = file_md5(artifacts.round_model(params.paths, name))
+        values = [Metric(key, float(metrics[key]), stamp, 0) for key in ROUND_RUN_METRICS if key in metrics]
+        for found in client.search_runs([experiment.experiment_id], f"tags.{MODEL_TAG} = '{md5}'"):
+            client.log_batch(found.info.run_id, metrics=values)
+            logged += 1
+    return logged

@@ -3,6 +3,7 @@ kill) sees the old file or the new one, never half of one."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -48,3 +49,8 @@ def write_parquet(path: Path, frame: pd.DataFrame) -> Path:
     """`frame` as a parquet file at `path`, written atomically; returns `path`."""
     atomic_write(Path(path), lambda p: frame.to_parquet(p, index=False))
     return Path(path)
+
+
+def file_md5(path: Path) -> str:
+    """The md5 of a file's bytes (hex), as DVC records a file output."""
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()

@@ -13,12 +13,28 @@ from pipeline.data.prepare import decode_error_reason, decode_image, scan_folder
 from pipeline.data.scan import NotRegularFile
 from pipeline.data.store import Prepared
 from pipeline.datasets import to_tensor
+from pipeline.files import file_md5
 from pipeline.inference import batched_outputs
 from pipeline.models import Classifier
 from pipeline.pseudo.select import softmax
 from pipeline.tracking import StageRun, register_model
 
 EXAMPLE_IMAGES = 4  # the input example logged with each model
+MODEL_TAG = (
+    "model_md5"  # a training run's tag: the md5 of the round model file it wrote (evaluate finds it by it)
+)
+
+
+def log_round(
+    run: StageRun, model: Classifier, model_file: Path, data: Prepared, round_name: str, image_size: int,
+    channels: int,
+) -> str:  # fmt: skip
+    """What a training stage logs of the round model it wrote to `model_file`: the file as an artifact, its
+    md5 as the run's MODEL_TAG (evaluate logs the round's test metrics onto the runs carrying it), and the
+    MLflow model (`log_round_model`). Returns the model's URI."""
+    run.log_artifact(model_file)
+    run.set_tag(MODEL_TAG, file_md5(model_file))
+    return log_round_model(run, model, data, round_name, image_size, channels)
 
 
 def log_round_model(

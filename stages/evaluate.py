@@ -6,7 +6,7 @@ from pipeline.compute import resolve_compute
 from pipeline.config.evaluate import EvaluateParams
 from pipeline.data.store import load_prepared
 from pipeline.data.validation import split_validation
-from pipeline.evaluate_rounds import evaluate_rounds, register_promoted
+from pipeline.evaluate_rounds import evaluate_rounds, log_onto_round_runs, register_promoted
 from pipeline.files import write_csv, write_json
 from pipeline.promotion import choose_round
 from pipeline.stage import start
@@ -28,6 +28,7 @@ def main() -> None:
         first, chosen = results[order[0]]["test/accuracy"], results[promotion.round]["test/accuracy"]
         run.log({**logged, "eval/final_accuracy": chosen, "eval/gain_over_teacher": chosen - first}, 0)
         register_promoted(run, params, data, promotion, warnings)
+        log_onto_round_runs(params, results)  # test accuracy on each round's own run too
     write_json(artifacts.metrics(paths, "eval"), results)
     write_csv(artifacts.plot(paths, "rounds"), rounds_curve(summary_rows(results, order, run_ids={})))
     print(f"evaluate: {promotion.note}; test accuracy {chosen:.2%} ({chosen - first:+.2%} over the teacher); "

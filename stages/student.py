@@ -7,7 +7,7 @@ from pipeline.config.student import StudentParams
 from pipeline.data.store import load_prepared
 from pipeline.data.validation import split_validation
 from pipeline.pseudo.targets import read_training_table, training_targets
-from pipeline.serving import log_round_model
+from pipeline.serving import log_round
 from pipeline.stage import start, training_stage
 from pipeline.training.student import build_student, fit_student
 
@@ -32,8 +32,7 @@ def main() -> None:
     def save(run) -> None:  # evaluate registers the round promoted by validation
         out = artifacts.round_model(paths, round_name)
         save_round_model(out, model, model.arch, data.classes, round_name, params.model_dump())
-        run.log_artifact(out)
-        log_round_model(run, model, data, round_name, params.data.image_size, params.data.channels)
+        log_round(run, model, out, data, round_name, params.data.image_size, params.data.channels)
 
     logged = {"student": cfg.model_dump(), "prev": prev, "model": model.arch.to_dict()}
     training_stage(params, "student", round_name, inputs=inputs, logged=logged, train=train, save=save)

@@ -8,7 +8,7 @@ from pipeline.config.teacher import TeacherParams
 from pipeline.data.store import load_prepared
 from pipeline.data.validation import split_validation
 from pipeline.models import Architecture, build_classifier
-from pipeline.serving import log_round_model
+from pipeline.serving import log_round
 from pipeline.stage import start, training_stage
 from pipeline.training.teacher import train_teacher
 
@@ -31,8 +31,7 @@ def main() -> None:
         run.set_tag("teacher_mode", kept["mode"])
         out = artifacts.round_model(paths, TEACHER_ROUND)
         save_round_model(out, model, arch, data.classes, TEACHER_ROUND, params.model_dump())
-        run.log_artifact(out)
-        log_round_model(run, model, data, TEACHER_ROUND, params.data.image_size, params.data.channels)
+        log_round(run, model, out, data, TEACHER_ROUND, params.data.image_size, params.data.channels)
 
     training_stage(
         params, "teacher", TEACHER_ROUND, inputs=[artifacts.manifest(paths), artifacts.encoder(paths)],

@@ -1,5 +1,6 @@
 """The whole pipeline, `dvc repro` on the committed fixture, in a temporary git + DVC repository."""
 
+import hashlib
 import json
 import shutil
 import sqlite3
@@ -159,6 +160,21 @@ def test_each_round_logs_its_figures_and_model(repo):
         k for k in client.get_run(runs["r1/student"].info.run_id).data.metrics if k.startswith("system/")
     }
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system
+
+
+def test_each_round_run_carries_its_test_accuracy_and_whether_it_was_promoted(repo):
+    """MLflow's runs table and Compare view of the teacher and student runs show accuracy without a step."""
+    path, _ = repo
+    client = client_of(path)
+    runs = stage_runs(client)
+    results = json.loads((path / "metrics/eval.json").read_text())
+    for name, stage in (("r0", "teacher"), ("r1", "student"), ("r2", "student")):
+        run = client.get_run(runs[f"{name}/{stage}"].info.run_id)
+        for key in ("test/accuracy", "test/ece", "val/accuracy", "promoted"):
+            assert run.data.metrics[key] == pytest.approx(results[name][key]), (name, key)
+        model_file = path / f"models/rounds/{name}/model.pt"
+        assert run.data.tags["model_md5"] == hashlib.md5(model_file.read_bytes()).hexdigest()
+    assert "test/accuracy" not in client.get_run(runs["r1/pseudolabel"].info.run_id).data.metrics
 
 
 def test_the_promoted_round_is_registered_and_predict_labels_a_folder(repo, tmp_path):
