@@ -14,6 +14,7 @@ from pipeline.files import file_md5
 from pipeline.promotion import Promotion
 from pipeline.pseudo.report import read_analysis_labels
 from pipeline.serving import MODEL_TAG, log_round_model
+from pipeline.summary import rounds_markdown
 from pipeline.tracking import StageRun
 
 
@@ -71,3 +72,31 @@ def log_onto_round_runs(params: EvaluateParams, results: dict[str, dict[str, flo
             client.log_batch(found.info.run_id, metrics=values)
             logged += 1
     return logged
+
+
+def summarise_on_parent(run: StageRun, rows: list[dict], promotion: Promotion) -> str:
+    """The pipeline execution's parent run (the one `run` is a child of) gets the outcome: tag
+    `promoted_round`, metrics `promoted/test_accuracy` (and `promoted/val_accuracy`) and the rounds table as
+    `rounds.md`, so the experiment's runs table compares whole pipeline executions. Returns its run id.
+    The parent already carries the git commit and the data hashes as tags (pipeline.tracking.stage_run)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    parent = client.get_run(run.run_id).data.tags["mlflow.parentRunId"]
+    row = next(row for row in rows if row["round"] == promotion.round)
+    client.set_tag(parent, "promoted_round", promotion.round)
+    for key in ("test/accuracy", "val/accuracy"):
+        if key in row:
+            client.log_metric(parent, f"promoted/{key.replace('/', '_')}", float(row[key]), step=0)
+    client.log_text(parent, rounds_markdown(rows, f"{promotion.note}."), "rounds.md")
+    return parent
+
+
+def log_outcome(
+    run: StageRun, params: EvaluateParams, results: dict[str, dict[str, float]], rows: list[dict],
+    promotion: Promotion,
+) -> None:  # fmt: skip
+    """Where else the rounds' results go in MLflow: onto each round's own training run
+    (`log_onto_round_runs`) and onto the pipeline execution's parent run (`summarise_on_parent`)."""
+    log_onto_round_runs(params, results)
+    summarise_on_parent(run, rows, promotion)

@@ -16,6 +16,14 @@ FORMATS = {  # how the tables print each per-round metric
     "ood/rejected": "{:,.0f}",
     "pl/precision": "{:.2%}",
 }
+COLUMNS = {  # the rounds tables' metric columns: their headers, in FORMATS' order
+    "test/accuracy": "test acc",
+    "val/accuracy": "val acc",
+    "test/ece": "ECE",
+    "pl/accepted": "PL accepted",
+    "ood/rejected": "OOD rejected",
+    "pl/precision": "PL precision",
+}
 
 
 def format_metric(key: str, value) -> str:
@@ -62,27 +70,30 @@ def rounds_table(rows: list[dict], caption: str | None = None) -> Table:
     """rows: {'round', 'model', 'test/accuracy', 'val/accuracy', 'pl/accepted', 'ood/rejected',
     'pl/precision', 'run_id'}."""
     table = Table(title="Pseudo-label rounds", title_justify="left", caption=caption, caption_justify="left")
-    for col, justify in [
-        ("round", "left"),
-        ("model", "left"),
-        ("test acc", "right"),
-        ("val acc", "right"),
-        ("ECE", "right"),
-        ("PL accepted", "right"),
-        ("OOD rejected", "right"),
-        ("PL precision", "right"),
-        ("MLflow run", "left"),
-    ]:
+    for col, justify in [("round", "left"), ("model", "left"), *((c, "right") for c in COLUMNS.values())]:
         table.add_column(col, justify=justify)
+    table.add_column("MLflow run", justify="left")
 
     for row in rows:
         table.add_row(
             row["round"],
             row["model"],
-            *(format_metric(key, row.get(key)) for key in FORMATS),
+            *(format_metric(key, row.get(key)) for key in COLUMNS),
             row.get("run_id", "-") or "-",
         )
     return table
+
+
+def rounds_markdown(rows: list[dict], caption: str) -> str:
+    """The rounds table (rows as for `rounds_table`, without run ids) as markdown, `caption` below it."""
+    lines = [
+        "| round | model | " + " | ".join(COLUMNS.values()) + " |",
+        "| --- | --- |" + " ---: |" * len(COLUMNS),
+    ]
+    for row in rows:
+        cells = [row["round"], row["model"], *(format_metric(key, row.get(key)) for key in COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\n{caption}\n"
 
 
 def print_table(table: Table) -> None:

@@ -6,7 +6,7 @@ from pipeline.compute import resolve_compute
 from pipeline.config.evaluate import EvaluateParams
 from pipeline.data.store import load_prepared
 from pipeline.data.validation import split_validation
-from pipeline.evaluate_rounds import evaluate_rounds, log_onto_round_runs, register_promoted
+from pipeline.evaluate_rounds import evaluate_rounds, log_outcome, register_promoted
 from pipeline.files import write_csv, write_json
 from pipeline.promotion import choose_round
 from pipeline.stage import start
@@ -28,9 +28,10 @@ def main() -> None:
         first, chosen = results[order[0]]["test/accuracy"], results[promotion.round]["test/accuracy"]
         run.log({**logged, "eval/final_accuracy": chosen, "eval/gain_over_teacher": chosen - first}, 0)
         register_promoted(run, params, data, promotion, warnings)
-        log_onto_round_runs(params, results)  # test accuracy on each round's own run too
+        rows = summary_rows(results, order, run_ids={})
+        log_outcome(run, params, results, rows, promotion)  # onto each round's run and the parent run
     write_json(artifacts.metrics(paths, "eval"), results)
-    write_csv(artifacts.plot(paths, "rounds"), rounds_curve(summary_rows(results, order, run_ids={})))
+    write_csv(artifacts.plot(paths, "rounds"), rounds_curve(rows))
     print(f"evaluate: {promotion.note}; test accuracy {chosen:.2%} ({chosen - first:+.2%} over the teacher); "
           "the rounds table: python -m pipeline summary")  # fmt: skip
 

@@ -177,6 +177,24 @@ def test_each_round_run_carries_its_test_accuracy_and_whether_it_was_promoted(re
     assert "test/accuracy" not in client.get_run(runs["r1/pseudolabel"].info.run_id).data.metrics
 
 
+def test_the_parent_run_carries_the_promoted_round_its_accuracy_and_the_rounds_table(repo, tmp_path):
+    path, _ = repo
+    client = client_of(path)
+    parent_id = client.get_run(stage_runs(client)["evaluate"].info.run_id).data.tags["mlflow.parentRunId"]
+    parent = client.get_run(parent_id)
+    results = json.loads((path / "metrics/eval.json").read_text())
+    (promoted,) = [name for name, metrics in results.items() if metrics["promoted"] == 1.0]
+    assert parent.data.tags["promoted_round"] == promoted and parent.data.tags["kind"] == "pipeline"
+    assert parent.data.metrics["promoted/test_accuracy"] == pytest.approx(results[promoted]["test/accuracy"])
+    assert parent.data.metrics["promoted/val_accuracy"] == pytest.approx(results[promoted]["val/accuracy"])
+    assert {"git_commit", "data_hash.labeled", "data_hash.unlabeled", "data_hash.test"} <= set(
+        parent.data.tags
+    )
+    table = Path(client.download_artifacts(parent_id, "rounds.md", str(tmp_path))).read_text()
+    assert [line.split(" | ")[0] for line in table.splitlines()[2:5]] == ["| r0", "| r1", "| r2"]
+    assert f"{results['r2']['test/accuracy']:.2%}" in table and f"{promoted} promoted (validation" in table
+
+
 def test_the_promoted_round_is_registered_and_predict_labels_a_folder(repo, tmp_path):
     path, env = repo
     client = client_of(path)

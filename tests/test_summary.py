@@ -3,7 +3,14 @@ import math
 import pytest
 from rich.console import Console
 
-from pipeline.summary import format_metric, promotion_caption, rounds_curve, rounds_table, summary_rows
+from pipeline.summary import (
+    format_metric,
+    promotion_caption,
+    rounds_curve,
+    rounds_markdown,
+    rounds_table,
+    summary_rows,
+)
 
 RESULTS = {
     "r0": {"test/accuracy": 0.5, "test/ece": 0.25},
@@ -65,6 +72,18 @@ def test_rounds_table_prints_formatted_metrics_and_run_ids():
     ]
     cells = [cell.strip() for cell in r2.split("│")[1:-1]]
     assert cells == ["r2", "student", "81.23%", "-", "0.046", "12,345", "-", "90.00%", "abc123"]
+
+
+def test_rounds_markdown_is_the_same_table_with_its_caption():
+    text = rounds_markdown(summary_rows(RESULTS, ["r0", "r2"], {"r2": "abc123"}), "r2 promoted.")
+    assert text.splitlines() == [
+        "| round | model | test acc | val acc | ECE | PL accepted | OOD rejected | PL precision |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| r0 | teacher | 50.00% | - | 0.250 | - | - | - |",
+        "| r2 | student | 81.23% | - | 0.046 | 12,345 | - | 90.00% |",
+        "",
+        "r2 promoted.",
+    ]
 
 
 def test_the_promoted_round_is_marked_and_the_caption_says_why():
