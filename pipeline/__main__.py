@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> None:
     compare.add_argument("runs", nargs="*", help="pipeline (parent) run ids or prefixes; default: the latest")
     compare.add_argument("--params", type=Path, default=Path("params.yaml"))
     compare.add_argument("--plot", type=Path, default=Path("compare_rounds.png"), help="the plot's file")
+    compare.add_argument(
+        "--changes", metavar="ROUND", help="what ROUND changed against its previous round (pseudolabels/)"
+    )
     predict = sub.add_parser("predict", help="label a folder of images with a registered model into a CSV")
     predict.add_argument("folder", type=Path, help="images (any nesting, any format PIL reads)")
     predict.add_argument(
@@ -49,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     predict.add_argument("--out", type=Path, default=Path("predictions.csv"))
     args = parser.parse_args(argv)
 
-    if args.command == "compare":
+    if args.command == "compare" and args.changes:
+        changes_command(args.changes, args.params)
+    elif args.command == "compare":
         compare_command(args.runs, args.params, args.plot)
     if args.command == "predict":
         predict_command(args.folder, args.model, args.out)
@@ -145,6 +150,38 @@ def compare_command(run_ids: list[str], params_file: Path, plot: Path) -> None:
     print_table(compare_table(runs))
     compare_figure(runs).savefig(plot, dpi=110)
     print(f"plot: {plot}")
+
+
+def changes_command(round_name: str, params_file: Path) -> None:
+    """Print what a round changed against its previous round, per class, from the two rounds' pseudo-label
+    tables (no MLflow needed)."""
+    from pipeline import artifacts
+    from pipeline.config.base import ConfigError, load_params
+    from pipeline.config.common import Common
+    from pipeline.data.store import CLASSES
+    from pipeline.pseudo.changes import load_round_changes
+    from pipeline.pseudo.report import read_analysis_labels
+    from pipeline.summary import changes_tables, print_table
+
+    try:
+        params = load_params(params_file, Common)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    prev = params.rounds[round_name].prev if round_name in params.rounds else None
+    if prev not in params.rounds:
+        comparable = [name for name, cfg in params.rounds.items() if cfg.prev in params.rounds]
+        sys.exit(f"error: {round_name} has no pseudo-labeled previous round to compare with (rounds that "
+                 f"have one: {', '.join(comparable) or 'none'})")  # fmt: skip
+    paths = params.paths
+    files = [artifacts.pseudo_labels(paths, name) for name in (prev, round_name)]
+    missing = [str(f) for f in [*files, Path(paths.prepared) / CLASSES] if not Path(f).is_file()]
+    if missing:
+        sys.exit(f"error: {', '.join(missing)} not found; run `dvc repro` (or `dvc pull`) first")
+    classes = json.loads((Path(paths.prepared) / CLASSES).read_text())
+    changes = load_round_changes(*files, classes, read_analysis_labels(paths.analysis))
+    for table in changes_tables(changes, round_name, prev):
+        print_table(table)
+    print(changes.describe(round_name, prev))
 
 
 def predict_command(folder: Path, model: str, out: Path) -> None:

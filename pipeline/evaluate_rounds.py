@@ -3,15 +3,18 @@ promoted round's model registered."""
 
 from __future__ import annotations
 
+import pandas as pd
+
 from pipeline import artifacts
 from pipeline.checkpoint import load_classifier
 from pipeline.compute import Compute
 from pipeline.config.evaluate import EvaluateParams
 from pipeline.data.store import Prepared, Split
 from pipeline.evaluation import evaluate_round
-from pipeline.figures import evaluation_figures
+from pipeline.figures import evaluation_figures, round_changes_figure
 from pipeline.files import file_md5
 from pipeline.promotion import Promotion
+from pipeline.pseudo.changes import load_round_changes
 from pipeline.pseudo.report import read_analysis_labels
 from pipeline.serving import MODEL_TAG, log_round_model
 from pipeline.summary import rounds_markdown
@@ -30,11 +33,31 @@ def evaluate_rounds(
             model_file=artifacts.round_model(paths, name), data=data, truth=truth, ece_bins=bins,
             table_file=artifacts.pseudo_labels(paths, name), validation=validation, compute=compute,
         )  # fmt: skip
-        run.log(result.metrics, step)
+        changes = log_round_changes(run, params, data.classes, truth, name)  # MLflow only, not eval.json
+        run.log({**result.metrics, **changes}, step)
         results[name] = result.metrics
         run.log_frame(result.confusion_frame(data.classes), f"{name}/confusion.csv")
         run.log_figures(evaluation_figures(result.confusion, result.probs, labels, data.classes, bins, name))
     return results
+
+
+def log_round_changes(
+    run: StageRun, params: EvaluateParams, classes: list[str], truth: pd.Series, name: str
+) -> dict[str, float]:
+    """What round `name` changed against its previous round, when that round pseudo-labeled too: per class
+    (`{name}/changes.csv`, and as `{name}/changes.png`) and the relabelings (`{name}/transitions.csv`).
+    Returns the totals as metrics (changes/*), none for the first round."""
+    prev = params.rounds[name].prev if name in params.rounds else None
+    if prev not in params.rounds:  # the teacher's round: no pseudo-labels to compare with
+        return {}
+    files = [artifacts.pseudo_labels(params.paths, r) for r in (prev, name)]
+    changes = load_round_changes(*files, classes, truth)
+    run.log_frame(changes.per_class, f"{name}/changes.csv")
+    run.log_frame(changes.transitions, f"{name}/transitions.csv")
+    run.log_figures(
+        {f"{name}/changes.png": round_changes_figure(changes.per_class, f"{name} against {prev}")}
+    )
+    return changes.metrics()
 
 
 def register_promoted(

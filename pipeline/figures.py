@@ -117,6 +117,24 @@ def class_counts_figure(table: pd.DataFrame, classes: list[str], title: str) -> 
     return fig
 
 
+def round_changes_figure(per_class: pd.DataFrame, title: str) -> Figure:
+    """Per class, the accepted pseudo-labels a round kept, relabeled (in: to this class, out: from it), let in
+    and let go against the previous round (pipeline.pseudo.changes)."""
+    kinds = {"kept": "lightgray", "relabeled_in": "tab:blue", "relabeled_out": "tab:orange",
+             "entered": "tab:green", "left": "tab:red"}  # fmt: skip
+    rows = per_class.drop(index="total")
+    y, height = np.arange(len(rows)), 0.8 / len(kinds)
+    fig, ax = plt.subplots(figsize=(7, 1.5 + 0.45 * len(rows)))
+    for k, (kind, color) in enumerate(kinds.items()):
+        ax.barh(y + (k - 2) * height, rows[kind].to_numpy(), height=height, color=color, label=kind)
+    ax.set_yticks(y, rows.index)
+    ax.invert_yaxis()
+    ax.set(xlabel="accepted images", title=title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def image_grid(
     images: list[list[np.ndarray]], row_titles: list[str], captions: list[list[str]], title: str
 ) -> Figure:

@@ -96,5 +96,24 @@ def rounds_markdown(rows: list[dict], caption: str) -> str:
     return "\n".join(lines) + f"\n\n{caption}\n"
 
 
+def changes_tables(changes, round_name: str, prev: str, transitions: int = 10) -> list[Table]:
+    """`changes` (pipeline.pseudo.changes.RoundChanges) as two tables: per class, and the most frequent
+    relabelings (from -> to)."""
+    per_class = Table(
+        title=f"{round_name} against {prev}: accepted pseudo-labels per class", title_justify="left"
+    )
+    per_class.add_column("class")
+    for column in changes.per_class.columns:
+        per_class.add_column(column.replace("_", " "), justify="right")
+    for name, row in changes.per_class.iterrows():
+        per_class.add_row(str(name), *(f"{value:,}" for value in row))
+    moves = Table(title=f"most frequent relabelings ({round_name})", title_justify="left")
+    for column, justify in (("from", "left"), ("to", "left"), ("images", "right")):
+        moves.add_column(column, justify=justify)
+    for move in changes.transitions.head(transitions).itertuples(index=False):
+        moves.add_row(str(move[0]), str(move[1]), f"{move[2]:,}")
+    return [per_class, moves]
+
+
 def print_table(table: Table) -> None:
     Console(width=140).print(table)

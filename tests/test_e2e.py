@@ -4,6 +4,7 @@ import hashlib
 import json
 import shutil
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -149,7 +150,9 @@ def test_each_round_logs_its_figures_and_model(repo):
     evaluate = runs["evaluate"].info.run_id
     for name in ("r0", "r1", "r2"):
         files = {f.path for f in client.list_artifacts(evaluate, name)}
-        assert files == {f"{name}/{f}" for f in ("confusion.csv", "confusion.png", "reliability.png")}
+        expected = {"confusion.csv", "confusion.png", "reliability.png"}
+        expected |= {"changes.csv", "transitions.csv", "changes.png"} if name == "r2" else set()  # against r1
+        assert files == {f"{name}/{f}" for f in expected}
     png = Path(client.download_artifacts(evaluate, "r2/reliability.png", str(path.parent)))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     exp = client.get_experiment_by_name("pseudo-labeling")
@@ -193,6 +196,26 @@ def test_the_parent_run_carries_the_promoted_round_its_accuracy_and_the_rounds_t
     table = Path(client.download_artifacts(parent_id, "rounds.md", str(tmp_path))).read_text()
     assert [line.split(" | ")[0] for line in table.splitlines()[2:5]] == ["| r0", "| r1", "| r2"]
     assert f"{results['r2']['test/accuracy']:.2%}" in table and f"{promoted} promoted (validation" in table
+
+
+def test_what_a_round_changed_is_logged_and_printed_and_adds_up_to_its_accepted_images(repo, tmp_path):
+    path, env = repo
+    r1, r2 = (pd.read_parquet(path / f"pseudolabels/{r}.parquet") for r in ("r1", "r2"))
+    client = client_of(path)
+    evaluate = stage_runs(client)["evaluate"].info.run_id
+    logged = pd.read_csv(client.download_artifacts(evaluate, "r2/changes.csv", str(tmp_path)), index_col=0)
+    total = logged.loc["total"]
+    assert total["kept"] + total["relabeled_in"] + total["entered"] == r2["accepted"].sum()
+    assert total["kept"] + total["relabeled_out"] + total["left"] == r1["accepted"].sum()
+    steps = client.get_metric_history(evaluate, "changes/kept")
+    assert [(m.step, m.value) for m in steps] == [(2, total["kept"])]  # r2 only: r1's previous is the teacher
+
+    out = run([sys.executable, "-m", "pipeline", "compare", "--changes", "r2"], path, env)
+    assert "r2 against r1: accepted pseudo-labels per class" in out
+    assert f"r2 against r1: {total['kept']:,} kept, {total['relabeled_in']:,} relabeled in" in out
+    cmd = [sys.executable, "-m", "pipeline", "compare", "--changes", "r1"]
+    refused = subprocess.run(cmd, cwd=path, env=env, capture_output=True, text=True)
+    assert refused.returncode != 0 and "r1 has no pseudo-labeled previous round" in refused.stderr
 
 
 def test_the_promoted_round_is_registered_and_predict_labels_a_folder(repo, tmp_path):
