@@ -15,7 +15,9 @@ TINY = {  # small enough for seconds per stage on 2 CPU cores
     "pretrain": {"epochs": 2, "min_steps": 1, "batch_size": 64, "knn_test_images": 50},
     "teacher": {"min_steps": 60, "max_steps": 60, "batch_size": 16},
     "pseudolabel": {"threshold": 0.15},
-    "student": {"min_steps": 15, "max_steps": 15, "batch_labeled": 8, "batch_unlabeled": 24},
+    # lr 0.03: a student fine-tunes a trained model for only 15 steps here; at the default 0.1 the fixture's
+    # students lost to their teacher (44 % -> 24 / 17 %) and swung between 13 and 35 % with the CPU's kernels
+    "student": {"min_steps": 15, "max_steps": 15, "batch_labeled": 8, "batch_unlabeled": 24, "lr": 0.03},
     "rounds": {"r1": {"prev": "r0"}},
 }
 
