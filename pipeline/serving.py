@@ -20,9 +20,8 @@ from pipeline.pseudo.select import softmax
 from pipeline.tracking import StageRun, register_model
 
 EXAMPLE_IMAGES = 4  # the input example logged with each model
-MODEL_TAG = (
-    "model_md5"  # a training run's tag: the md5 of the round model file it wrote (evaluate finds it by it)
-)
+# A training run's tag: the md5 of the round model file it wrote (evaluate finds the run by it).
+MODEL_TAG = "model_md5"
 
 
 def log_round(
