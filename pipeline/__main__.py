@@ -159,7 +159,7 @@ def changes_command(round_name: str, params_file: Path) -> None:
     from pipeline.config.base import ConfigError, load_params
     from pipeline.config.common import Common
     from pipeline.data.store import CLASSES
-    from pipeline.pseudo.changes import load_round_changes
+    from pipeline.pseudo.changes import compared_round, load_round_changes
     from pipeline.pseudo.report import read_analysis_labels
     from pipeline.summary import changes_tables, print_table
 
@@ -167,9 +167,9 @@ def changes_command(round_name: str, params_file: Path) -> None:
         params = load_params(params_file, Common)
     except ConfigError as err:
         sys.exit(f"error: {err}")
-    prev = params.rounds[round_name].prev if round_name in params.rounds else None
-    if prev not in params.rounds:
-        comparable = [name for name, cfg in params.rounds.items() if cfg.prev in params.rounds]
+    prev = compared_round(params.rounds, round_name)
+    if prev is None:
+        comparable = [name for name in params.rounds if compared_round(params.rounds, name)]
         sys.exit(f"error: {round_name} has no pseudo-labeled previous round to compare with (rounds that "
                  f"have one: {', '.join(comparable) or 'none'})")  # fmt: skip
     paths = params.paths

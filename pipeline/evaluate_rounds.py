@@ -14,7 +14,7 @@ from pipeline.evaluation import evaluate_round
 from pipeline.figures import evaluation_figures, round_changes_figure
 from pipeline.files import file_md5
 from pipeline.promotion import Promotion
-from pipeline.pseudo.changes import load_round_changes
+from pipeline.pseudo.changes import compared_round, load_round_changes
 from pipeline.pseudo.report import read_analysis_labels
 from pipeline.serving import MODEL_TAG, log_round_model
 from pipeline.summary import rounds_markdown
@@ -47,8 +47,8 @@ def log_round_changes(
     """What round `name` changed against its previous round, when that round pseudo-labeled too: per class
     (`{name}/changes.csv`, and as `{name}/changes.png`) and the relabelings (`{name}/transitions.csv`).
     Returns the totals as metrics (changes/*), none for the first round."""
-    prev = params.rounds[name].prev if name in params.rounds else None
-    if prev not in params.rounds:  # the teacher's round: no pseudo-labels to compare with
+    prev = compared_round(params.rounds, name)
+    if prev is None:
         return {}
     files = [artifacts.pseudo_labels(params.paths, r) for r in (prev, name)]
     changes = load_round_changes(*files, classes, truth)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+LEDGER = ["path", "pseudo_label", "accepted"]  # the columns of a round's table that changes are counted on
 CHANGES = ["kept", "relabeled_in", "relabeled_out", "entered", "left"]
 CORRECTNESS = ["corrections", "new_errors"]
 
@@ -48,8 +49,7 @@ def round_changes(
 ) -> RoundChanges:
     """The changes from round table `prev` to `cur` (see the module docstring); `truth`: the analysis labels
     by path (may be empty)."""
-    columns = ["path", "pseudo_label", "accepted"]
-    both = prev[columns].merge(cur[columns], on="path", how="outer", suffixes=("_prev", ""))
+    both = prev[LEDGER].merge(cur[LEDGER], on="path", how="outer", suffixes=("_prev", ""))
     was, now = both["accepted_prev"].fillna(False).astype(bool), both["accepted"].fillna(False).astype(bool)
     old, new = both["pseudo_label_prev"], both["pseudo_label"]
     stayed = was & now
@@ -84,6 +84,12 @@ def round_changes(
 
 def load_round_changes(prev_file: Path, cur_file: Path, classes: list[str], truth: pd.Series) -> RoundChanges:
     """`round_changes` of two rounds' pseudo-label tables, read from their parquet files."""
-    columns = ["path", "pseudo_label", "accepted"]
-    prev, cur = (pd.read_parquet(f, columns=columns) for f in (prev_file, cur_file))
+    prev, cur = (pd.read_parquet(f, columns=LEDGER) for f in (prev_file, cur_file))
     return round_changes(prev, cur, classes, truth)
+
+
+def compared_round(rounds: dict, name: str) -> str | None:
+    """The round `name` is compared with: its `prev` when that round pseudo-labeled too (params.yaml
+    `rounds`), else None (the teacher's round has no table)."""
+    prev = rounds[name].prev if name in rounds else None
+    return prev if prev in rounds else None
