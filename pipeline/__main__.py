@@ -135,7 +135,7 @@ def compare_command(run_ids: list[str], params_file: Path, plot: Path) -> None:
     """Print the rounds table of pipeline run(s) from MLflow and write the per-round plot."""
     from mlflow import MlflowClient
 
-    from pipeline.compare import compare_table, find_pipelines
+    from pipeline.compare import compare_table, find_pipelines, rounds_from_metrics
     from pipeline.config.base import ConfigError, load_params
     from pipeline.config.common import Common
     from pipeline.figures import compare_figure
@@ -144,9 +144,17 @@ def compare_command(run_ids: list[str], params_file: Path, plot: Path) -> None:
 
     try:
         uri = checked_tracking_uri()
-        runs = find_pipelines(MlflowClient(uri), load_params(params_file, Common).mlflow.experiment, run_ids)
+        params = load_params(params_file, Common)
+        runs = find_pipelines(MlflowClient(uri), params.mlflow.experiment, run_ids)
     except (ConfigError, TrackingUnreachable, LookupError) as err:
         sys.exit(f"error: {err}")
+    if not runs:  # e.g. a fresh clone whose `dvc repro` reran nothing: the evaluation git holds
+        eval_file = Path(params.paths.metrics) / "eval.json"
+        if not eval_file.is_file():
+            sys.exit(f"error: no evaluated pipeline run in MLflow ({uri}) nor {eval_file}; run `dvc repro`")
+        results = json.loads(eval_file.read_text())
+        name = f"{eval_file} (no evaluated pipeline run in MLflow at {uri})"
+        runs = [rounds_from_metrics(results, params.round_order(), name)]
     print_table(compare_table(runs))
     compare_figure(runs).savefig(plot, dpi=110)
     print(f"plot: {plot}")

@@ -1,7 +1,9 @@
 """`python -m pipeline compare`: the rounds of one pipeline run, or of two side by side, read from MLflow.
 
 A pipeline run is the parent run of one `dvc repro`; its `evaluate` child holds one step per round (step k is
-round k of its `round_order` tag) and its `pseudolabel` children hold the pseudo-label statistics.
+round k of its `round_order` tag) and its `pseudolabel` children hold the pseudo-label statistics. Where
+MLflow holds no evaluated pipeline run (a fresh clone whose `dvc repro` had nothing to rerun), the rounds come
+from metrics/eval.json, which `evaluate` wrote and git versions with the code.
 """
 
 from __future__ import annotations
@@ -60,22 +62,32 @@ def pipeline_rounds(client, experiment_id: str, parent) -> PipelineRounds | None
     return PipelineRounds(parent.info.run_id, parent.info.run_name, table)
 
 
+def rounds_from_metrics(results: dict[str, dict[str, float]], order: list[str], name: str) -> PipelineRounds:
+    """The rounds table from `evaluate`'s metrics file ({round: {metric: value}}), rounds in `order`."""
+    rounds = [r for r in order if r in results]
+    table = pd.DataFrame(index=pd.Index(rounds, name="round"), columns=[*METRICS, "model run"], dtype=object)
+    for r in rounds:
+        for column, key in METRICS.items():
+            table.loc[r, column] = results[r].get(key)
+    table["model run"] = "(not in MLflow)"
+    return PipelineRounds("", name, table)
+
+
 def find_pipelines(client, experiment: str, run_ids: list[str]) -> list[PipelineRounds]:
-    """The pipeline runs named by `run_ids` (a prefix is enough), or the latest one with an evaluation."""
+    """The pipeline runs named by `run_ids` (a prefix is enough), or the latest one with an evaluation (none:
+    an empty list)."""
     exp = client.get_experiment_by_name(experiment)
-    if exp is None:
+    if exp is None and run_ids:
         raise LookupError(f"no MLflow experiment '{experiment}' at this tracking URI; run `dvc repro` first")
+    if exp is None:
+        return []
     parents = pipeline_runs(client, exp.experiment_id, max_results=1000)
     if not run_ids:
         for parent in parents:
             rounds = pipeline_rounds(client, exp.experiment_id, parent)
             if rounds is not None:
                 return [rounds]
-        raise LookupError(
-            f"no pipeline run with a finished evaluate stage in experiment '{experiment}'. DVC skips "
-            "`evaluate` when its inputs match dvc.lock (e.g. in a fresh clone that reproduced the committed "
-            "models); `dvc repro --force --single-item evaluate` logs one in seconds"
-        )
+        return []
     found = []
     for run_id in run_ids:
         matches = [p for p in parents if p.info.run_id.startswith(run_id)]
@@ -93,7 +105,7 @@ def compare_table(runs: list[PipelineRounds]) -> Table:
     """One run: its rounds table. Two or more: each metric side by side, one column per pipeline run."""
     if len(runs) == 1:
         run = runs[0]
-        table = Table(title=f"{run.name} ({run.run_id})", title_justify="left")
+        table = Table(title=f"{run.name} ({run.run_id})" if run.run_id else run.name, title_justify="left")
         table.add_column("round")
         for column in [*METRICS, "model run"]:
             table.add_column(column, justify="left" if column == "model run" else "right")

@@ -230,9 +230,9 @@ def compare_figure(runs) -> Figure:
     (`runs`: pipeline.compare.PipelineRounds)."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for i, run in enumerate(runs, 1):
-        x = list(run.rounds.index)
+        x, label = list(run.rounds.index), f"[{i}] {run.run_id[:8] or 'metrics'}"
         for ax, column in zip(axes, ("test accuracy", "PL precision", "PL accepted"), strict=True):
-            ax.plot(x, run.rounds[column].astype(float), marker="o", label=f"[{i}] {run.run_id[:8]}")
+            ax.plot(x, run.rounds[column].astype(float), marker="o", label=label)
             ax.set(title=column, xlabel="round")
     axes[0].legend()
     fig.tight_layout()

@@ -20,6 +20,7 @@ from pipeline.pseudo.select import softmax
 from pipeline.tracking import StageRun, register_model
 
 EXAMPLE_IMAGES = 4  # the input example logged with each model
+OUTPUTS = "probabilities"  # metadata["outputs"] of a logged model: it ends in a softmax
 # A training run's tag: the md5 of the round model file it wrote (evaluate finds the run by it).
 MODEL_TAG = "model_md5"
 
@@ -36,6 +37,17 @@ def log_round(
     return log_round_model(run, model, data, round_name, image_size, channels)
 
 
+class Probabilities(torch.nn.Module):
+    """A classifier whose output is its softmax: what a served model answers (one probability per class)."""
+
+    def __init__(self, classifier: torch.nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.classifier(x), dim=1)
+
+
 def log_round_model(
     run: StageRun,
     model: Classifier,
@@ -45,12 +57,16 @@ def log_round_model(
     channels: int,
     register: tuple[str, str] | None = None,
 ) -> str:
-    """Log a round's model (input example: the first labeled images) with the metadata `predict` needs;
-    with `register=(name, alias)` also register it, tagged with its round and data hashes. Returns its URI."""
+    """Log a round's model, ending in a softmax (`Probabilities`), with the first labeled images as its input
+    example (float32 N, C, H, W in [0, 1]) and the metadata `predict` needs; with `register=(name, alias)`
+    also register it, tagged with its round and data hashes. Returns its URI."""
     index = data.split("labeled").index[:EXAMPLE_IMAGES]
     example = np.ascontiguousarray(to_tensor(data.images[index]).numpy())
-    metadata = {"classes": data.classes, "image_size": image_size, "channels": channels, "round": round_name}
-    uri = run.log_model(model, example, metadata)
+    metadata = {
+        "classes": data.classes, "image_size": image_size, "channels": channels, "round": round_name,
+        "outputs": OUTPUTS,
+    }  # fmt: skip
+    uri = run.log_model(Probabilities(model), example, metadata)
     if register is not None:
         name, alias = register
         tags = {"round": round_name, "run_id": run.run_id}
@@ -103,10 +119,10 @@ def predict_folder(
     if pixels:
         images, classes = np.stack(pixels), metadata["classes"]
         outputs = batched_outputs(
-            lambda x: {"logits": model(x)}, {"logits": len(classes)}, images, np.arange(len(images)),
-            batch_size,
-        )  # fmt: skip
-        probs = softmax(outputs["logits"])
+            lambda x: {"out": model(x)}, {"out": len(classes)}, images, np.arange(len(images)), batch_size
+        )["out"]
+        # models logged before their softmax was part of them answer logits
+        probs = outputs if metadata.get("outputs") == OUTPUTS else softmax(outputs)
         ok = frame["status"] == "ok"
         frame.loc[ok, "label"] = np.asarray(metadata["classes"])[probs.argmax(axis=1)]
         frame.loc[ok, "confidence"] = probs.max(axis=1)

@@ -6,7 +6,7 @@ import math
 import pytest
 from rich.console import Console
 
-from pipeline.compare import compare_table, find_pipelines, pipeline_rounds
+from pipeline.compare import compare_table, find_pipelines, pipeline_rounds, rounds_from_metrics
 
 pytestmark = pytest.mark.slow  # the store: importing MLflow and creating its SQLite schema, about 3.5 s
 
@@ -100,7 +100,8 @@ def test_without_ids_the_latest_evaluated_execution_is_found_and_prefixes_name_o
 def test_lookups_that_fail_say_what_is_missing(store):
     client, _, ids = store
     with pytest.raises(LookupError, match="no MLflow experiment 'nope'"):
-        find_pipelines(client, "nope", [])
+        find_pipelines(client, "nope", ["abc"])
+    assert find_pipelines(client, "nope", []) == []  # compare then shows metrics/eval.json
     with pytest.raises(LookupError, match="no pipeline runs match 'zzzz' in experiment 'cmp'"):
         find_pipelines(client, EXPERIMENT, ["zzzz"])
     with pytest.raises(LookupError, match=f"pipeline run {ids['unevaluated']} has no finished evaluate"):
@@ -122,3 +123,16 @@ def test_one_execution_prints_its_rounds_and_two_print_side_by_side(store):
         ["r1", "60.00%", "65.00%", "120", "-", "-", "-"],
         ["r2", "70.00%", "-", "1,500", "-", "-", "-"],
     ]
+
+
+def test_without_an_evaluated_run_the_rounds_come_from_the_metrics_file():
+    results = {
+        "r0": {"test/accuracy": 0.5, "test/ece": 0.1},
+        "r1": {"test/accuracy": 0.625, "test/ece": 0.2, "pl/accepted": 1500.0, "pl/precision": 0.75},
+        "r9": {"test/accuracy": 0.99},  # no longer a round of params.yaml: not shown
+    }
+    rounds = rounds_from_metrics(results, ["r0", "r1", "r2"], "metrics/eval.json")
+    rows = rendered(compare_table([rounds]))
+    assert [row[0] for row in rows] == ["r0", "r1"]
+    assert rows[0][1:4] == ["50.00%", "0.100", "-"] and rows[0][-1] == "(not in MLflow)"
+    assert rows[1][1:4] == ["62.50%", "0.200", "1,500"] and rows[1][5] == "75.00%"

@@ -6,6 +6,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
-from pipeline_repo import make_repo, run
+from pipeline_repo import free_port, make_repo, run, wait_until_up
 
 # The module's fixture runs `dvc repro` (about 2 min here, counted in the first test's time); two tests
 # run it again.
@@ -243,6 +244,49 @@ def test_the_promoted_round_is_registered_and_predict_labels_a_folder(repo, tmp_
     assert accuracy == pytest.approx(evaluated, abs=0.011)  # the registered model is the evaluated one
 
 
+def test_mlflow_models_serve_answers_with_the_probabilities_predict_gives(repo, tmp_path):
+    """`mlflow models serve` of `final`, a real process on 127.0.0.1, scores images sent as the logged
+    signature describes (float32 N, C, H, W in [0, 1]), decoded as `prepare` decodes them."""
+    from pipeline.data.decode import decode_image
+    from pipeline.datasets import to_tensor
+
+    path, env = repo
+    files = sorted((path / "data/test").rglob("*.png"))[::20]
+    images = np.stack([decode_image(f.read_bytes(), 28, 1)[0] for f in files])
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for f in files:
+        shutil.copy(f, folder / f"{f.parent.name}_{f.name}")
+    out = tmp_path / "predictions.csv"
+    model = "pseudo-labeling-classifier@final"
+    cmd = [sys.executable, "-m", "pipeline", "predict", str(folder), "--model", model, "--out", str(out)]
+    run(cmd, path, env)
+    predicted = pd.read_csv(out).set_index("path").loc[[f"{f.parent.name}_{f.name}" for f in files]]
+
+    port, log = free_port(), tmp_path / "serve.log"
+    serve_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{path / 'mlflow.db'}"}
+    cmd = ["mlflow", "models", "serve", "-m", f"models:/{model}", "-h", "127.0.0.1", "-p", str(port),
+           "--env-manager", "local"]  # fmt: skip
+    with log.open("w") as sink:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=serve_env, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}/ping", proc, log)
+            body = json.dumps({"inputs": to_tensor(images).numpy().tolist()}).encode()
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=60) as response:
+                probs = np.asarray(json.loads(response.read())["predictions"])
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    classes = json.loads((path / "prepared/classes.json").read_text())
+    assert probs.shape == (len(files), len(classes))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probs.max(axis=1), predicted["confidence"], atol=1e-5)
+    assert [classes[i] for i in probs.argmax(axis=1)] == predicted["label"].tolist()
+
+
 def test_a_round_worse_on_validation_is_not_promoted_and_final_does_not_move_to_it(repo, tmp_path):
     """The last round's model replaced by one at random initialisation (at chance): evaluate promotes an
     earlier round, warns, and the registry's `final` points at that round's model."""
@@ -280,6 +324,32 @@ def test_compare_prints_the_rounds_of_the_latest_pipeline_run(repo, tmp_path):
     assert [row.split()[1] for row in rows] == ["r0", "r1", "r2"]
     assert f"{results['r2']['test/accuracy']:.2%}" in rows[2]
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_and_summary_work_in_a_fresh_clone_after_dvc_pull_with_nothing_rerun(repo, tmp_path):
+    """`git clone` + `dvc pull` + `dvc repro` reruns no stage, so MLflow (a new local database) holds no
+    run: `compare` and `summary` show the evaluation git holds, metrics/eval.json."""
+    path, env = repo
+    origin, clone = tmp_path / "origin", tmp_path / "clone"
+    shutil.copytree(path, origin, symlinks=True)
+    run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "remote")], origin, env)
+    run(["dvc", "push", "-q"], origin, env)
+    tracked = [".dvc/config", ".gitignore", "dvc.lock", "metrics", "plots", "models", "pseudolabels"]
+    run(["git", "add", *tracked], origin, env)
+    run(["git", "commit", "-qm", "results"], origin, env)
+    run(["git", "clone", "-q", str(origin), str(clone)], tmp_path, env)
+    env = {**env, "PYTHONPATH": str(clone)}
+    run(["dvc", "pull", "-q"], clone, env)
+    assert "Running stage" not in run(["dvc", "repro"], clone, env)
+
+    results = json.loads((clone / "metrics/eval.json").read_text())
+    out = run([sys.executable, "-m", "pipeline", "compare", "--plot", str(tmp_path / "c.png")], clone, env)
+    assert "metrics/eval.json (no evaluated pipeline run in MLflow" in out
+    rows = [line for line in out.splitlines() if line.startswith("│ r")]
+    assert [row.split()[1] for row in rows] == ["r0", "r1", "r2"]
+    assert f"{results['r2']['test/accuracy']:.2%}" in rows[2] and "(not in MLflow)" in rows[2]
+    summary = run([sys.executable, "-m", "pipeline", "summary"], clone, env)
+    assert f"{results['r1']['test/accuracy']:.2%}" in summary
 
 
 def test_second_repro_runs_nothing(repo):

@@ -1,25 +1,17 @@
 """The pipeline against a real `mlflow server` on 127.0.0.1, and a stage against one that is not there."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from pipeline_repo import ROOT, make_repo, run
+from pipeline_repo import ROOT, free_port, make_repo, run, wait_until_up
 
 pytestmark = pytest.mark.slow  # an mlflow server or a stage process per test
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +28,7 @@ def server(tmp_path_factory):
     ]  # fmt: skip
     log = (root / "server.log").open("w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+    wait_until_up(f"{uri}/health", proc, root / "server.log", seconds=90)
     yield uri, root
     proc.terminate()
     try:

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from pipeline.models import Architecture, build_classifier
-from pipeline.serving import model_uri, predict_folder
+from pipeline.serving import OUTPUTS, Probabilities, model_uri, predict_folder
 
 METADATA = {"classes": ["cat", "dog"], "image_size": 28, "channels": 1}
 
@@ -66,3 +66,16 @@ def test_a_folder_of_unreadable_files_gives_only_errors(tmp_path):
     frame = predict_folder(tiny_model(), METADATA, tmp_path)
     assert frame["status"].tolist() == ["error", "error"] and frame["reason"].str.len().min() > 0
     assert frame["label"].tolist() == ["", ""] and np.isnan(frame["confidence"]).all()
+
+
+def test_a_model_logged_with_its_softmax_gives_the_same_predictions_as_its_logits(tmp_path):
+    """Round models are logged ending in a softmax (what `mlflow models serve` answers); models logged before
+    answer logits. `predict` gives the same labels and confidences for both."""
+    for value in (0, 90, 200):
+        Image.new("L", (28, 28), value).save(tmp_path / f"{value}.png")
+    model = tiny_model()
+    from_logits = predict_folder(model, METADATA, tmp_path)
+    from_probs = predict_folder(Probabilities(model).eval(), {**METADATA, "outputs": OUTPUTS}, tmp_path)
+    assert from_probs["label"].tolist() == from_logits["label"].tolist()
+    np.testing.assert_allclose(from_probs["confidence"], from_logits["confidence"], atol=1e-6)
+    assert (from_probs["confidence"] > 0.5).all() and (from_probs["confidence"] < 1).all()
