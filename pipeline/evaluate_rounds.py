@@ -73,7 +73,8 @@ def register_promoted(
     log_round_model(run, model, data, promotion.round, params.data.image_size, params.data.channels, registry)
 
 
-ROUND_RUN_METRICS = ("test/accuracy", "test/ece", "val/accuracy", "promoted")
+# pl/*: the pseudo-labels the round trained on, so Compare shows them beside the accuracy they led to
+ROUND_RUN_METRICS = ("test/accuracy", "test/ece", "val/accuracy", "promoted", "pl/precision", "pl/accepted")
 
 
 def log_onto_round_runs(params: EvaluateParams, results: dict[str, dict[str, float]]) -> int:

@@ -174,7 +174,9 @@ def test_each_round_run_carries_its_test_accuracy_and_whether_it_was_promoted(re
     results = json.loads((path / "metrics/eval.json").read_text())
     for name, stage in (("r0", "teacher"), ("r1", "student"), ("r2", "student")):
         run = client.get_run(runs[f"{name}/{stage}"].info.run_id)
-        for key in ("test/accuracy", "test/ece", "val/accuracy", "promoted"):
+        keys = ("test/accuracy", "test/ece", "val/accuracy", "promoted")
+        keys += ("pl/precision", "pl/accepted") if stage == "student" else ()  # what it trained on
+        for key in keys:
             assert run.data.metrics[key] == pytest.approx(results[name][key]), (name, key)
         model_file = path / f"models/rounds/{name}/model.pt"
         assert run.data.tags["model_md5"] == hashlib.md5(model_file.read_bytes()).hexdigest()
