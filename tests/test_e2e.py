@@ -210,6 +210,16 @@ def test_what_a_round_changed_is_logged_and_printed_and_adds_up_to_its_accepted_
     total = logged.loc["total"]
     assert total["kept"] + total["relabeled_in"] + total["entered"] == r2["accepted"].sum()
     assert total["kept"] + total["relabeled_out"] + total["left"] == r1["accepted"].sum()
+    both = r1.merge(r2, on="path", suffixes=("_1", "_2"))
+    neither = (~both["accepted_1"] & ~both["accepted_2"]).sum()
+    assert total["kept"] + total["relabeled_in"] + total["entered"] + total["left"] + neither == len(r2)
+    # corrections and new errors recounted from the two tables and the analysis labels
+    truth = pd.read_csv(path / "data/analysis.csv").set_index("path")["label"]
+    moved = both[both["accepted_1"] & both["accepted_2"] & (both["pseudo_label_1"] != both["pseudo_label_2"])]
+    right = moved["path"].map(truth)
+    corrections = ((moved["pseudo_label_2"] == right) & (moved["pseudo_label_1"] != right)).sum()
+    new_errors = ((moved["pseudo_label_1"] == right) & (moved["pseudo_label_2"] != right)).sum()
+    assert len(moved) > 0 and (total["corrections"], total["new_errors"]) == (corrections, new_errors)
     steps = client.get_metric_history(evaluate, "changes/kept")
     assert [(m.step, m.value) for m in steps] == [(2, total["kept"])]  # r2 only: r1's previous is the teacher
 
