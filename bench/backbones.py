@@ -1,7 +1,7 @@
 """Each backbone's size and training speed (docs/backbones.md): the student loop against a bare loop.
 
-For every backbone of pipeline.backbones, at 28 px grayscale and 64 px RGB (the cifar stem, as `model.stem:
-auto` picks below 128 px):
+For every backbone of pipeline.backbones, at 28 px grayscale and 64 px RGB (the cifar stem at both sizes;
+`model.stem: auto` picks it up to 32 px):
 - parameters of the encoder;
 - training img/s of `training.student.fit_student` (strong augmentation on whole batches, dropout, stochastic
   depth, soft pseudo-labels, entropy term) on random images, and of a bare loop of the same model and batch on
@@ -127,8 +127,9 @@ def markdown(runs: dict[str, dict], command: str) -> str:
     lines += [
         "The student loop (`fit_student`: strong augmentation of whole batches, dropout, stochastic depth "
         f"{drop}, entropy term) against a bare loop of the same model and batch on one random tensor "
-        "(forward, cross-entropy, backward, SGD), after one step of warm-up; the cifar stem (`model.stem: "
-        "auto` below 128 px). Parameters: the encoder, without the head. Each row ran in its own process.",
+        "(forward, cross-entropy, backward, SGD), after one step of warm-up; the cifar stem at both sizes "
+        "(`model.stem: auto` picks it up to 32 px). Parameters: the encoder, without the head. Each row ran "
+        "in its own process.",
         "",
     ]
     for device, run in runs.items():

@@ -3,6 +3,7 @@ reference (the pipeline's CNN trained from scratch on the labeled images alone).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import subprocess
@@ -19,7 +20,7 @@ NOTES_MARK = "<!-- notes: written by hand, kept when the benchmark rewrites the 
 from pipeline.config.full import Params  # noqa: E402
 from pipeline.data.store import Prepared  # noqa: E402
 from pipeline.inference import predict  # noqa: E402
-from pipeline.models import Architecture, build_classifier  # noqa: E402
+from pipeline.models import build_classifier, encoder_architecture  # noqa: E402
 from pipeline.runtime import LoopSetup, seed_everything  # noqa: E402
 from pipeline.training.teacher import fit_teacher  # noqa: E402
 
@@ -70,7 +71,8 @@ def scratch_teacher(params: Params, store: Prepared, steps: int, lr: float) -> f
     """Test accuracy of the CNN trained from random initialisation on the labeled images only: encoder and
     head together, the teacher's weak augmentation, no SSL, no unlabeled images."""
     seed_everything(params.seed)
-    arch = Architecture(params.data.channels, params.model.width, params.model.depth, len(store.classes))
+    arch = encoder_architecture(params.model, params.data.channels, params.data.image_size)  # the stem too
+    arch = dataclasses.replace(arch, num_classes=len(store.classes))
     model = build_classifier(arch, store.stats["mean"], store.stats["std"])
     cfg = params.teacher.model_copy(
         update={

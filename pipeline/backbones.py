@@ -4,8 +4,8 @@
     wrn_28_2      WRN-28-2 (Zagoruyko & Komodakis 2016), the network of FixMatch and USB: 1.5 M parameters
     resnet18/34/50  torchvision's ResNets (He et al. 2016), built by torchvision.models, fc removed
 
-Stems: `cifar` is a 3x3 stride-1 convolution without max-pool (images below 128 px); `imagenet` is the
-7x7 stride-2 convolution and 3x3 max-pool of ResNet (large images, and torchvision weights). Stochastic depth
+Stems: `cifar` is a 3x3 stride-1 convolution without max-pool (images up to 32 px); `imagenet` is the
+7x7 stride-2 convolution and 3x3 max-pool of ResNet (larger images, and torchvision weights). Stochastic depth
 (Huang et al. 2016) drops each residual branch per sample, block i of L with probability p * i / L.
 """
 
@@ -23,14 +23,17 @@ from pipeline.config.common import Backbone
 BACKBONES = get_args(Backbone)  # from the smallest to the largest
 TORCHVISION_BACKBONES = tuple(b for b in BACKBONES if b.startswith("resnet"))
 STEM_STRIDE = {"cifar": 1, "imagenet": 4}  # the stem's downsampling
-LARGE_IMAGE = 128  # pixels: the `auto` stem is `imagenet` from this size up
+# pixels: the `auto` stem is `cifar` up to this size (CIFAR's), `imagenet` above it. With the cifar stem,
+# small_resnet sees 21 px at once: on 48 px tinted Fashion-MNIST it trained to chance
+# (docs/datasets_benchmark.md)
+CIFAR_STEM_MAX = 32
 
 
 def auto_stem(stem: str, image_size: int, weights: str | None = None) -> str:
-    """`auto`: the ImageNet stem for torchvision weights (they were trained with it) and large images."""
+    """`auto`: the ImageNet stem for torchvision weights (they were trained with it) and images over 32 px."""
     if stem != "auto":
         return stem
-    return "imagenet" if weights or image_size >= LARGE_IMAGE else "cifar"
+    return "imagenet" if weights or image_size > CIFAR_STEM_MAX else "cifar"
 
 
 class DropPath(nn.Module):

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.backbones import BACKBONES, DropPath
+from pipeline.backbones import BACKBONES, DropPath, auto_stem
 from pipeline.checkpoint import load_classifier
 from pipeline.config.base import ConfigError
 from pipeline.config.common import ModelConfig
@@ -87,6 +87,14 @@ def resnet18_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
     torch.save(net.state_dict(), path)
     return path, net.eval()
+
+
+@pytest.mark.parametrize(
+    "size,stem", [(8, "cifar"), (28, "cifar"), (32, "cifar"), (33, "imagenet"), (48, "imagenet")]
+)
+def test_auto_stem_keeps_full_resolution_up_to_32_px_and_downsamples_above(size, stem):
+    assert auto_stem("auto", size) == stem
+    assert auto_stem("cifar", 224) == "cifar" and auto_stem("imagenet", 8) == "imagenet"  # named: kept
 
 
 def torchvision_features(net, x):

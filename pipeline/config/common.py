@@ -45,7 +45,7 @@ class ModelConfig(Section):
 
     backbone: Backbone
     stem: Literal["auto", "cifar", "imagenet"] = Field(
-        description="auto: imagenet with model.weights or images of 128 px and more, else cifar"
+        description="auto: imagenet with model.weights or images over 32 px, else cifar"
     )
     weights: str | None = Field(
         description="a torchvision ResNet state dict on disk (resnet backbones); nothing is downloaded"
