@@ -108,6 +108,7 @@ def names_key(message: str, dotted: str) -> bool:
     return any(".".join(parts[:n]) in message for n in range(len(parts), 0, -1))
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(MUTATIONS)
 def test_every_stage_accepts_a_mutated_params_file_or_names_the_key(mutation):
