@@ -6,6 +6,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -404,6 +405,61 @@ def test_rerun_gives_identical_outputs(repo):
     for stage in lock_before:
         assert lock_after[stage]["outs"] == lock_before[stage]["outs"], f"{stage} output changed on rerun"
     assert (path / "metrics/eval.json").read_text() == metrics_before
+
+
+def test_queued_experiments_run_two_at_a_time_and_log_every_run_to_the_one_database(repo):
+    """Issue 21: `dvc exp run --queue` of two variants, then `dvc queue start --jobs 2`. Both run at once in
+    DVC's temporary workspaces, writing to the repository's SQLite mlflow.db: each finishes, each stage run
+    carries its experiment's name and ends FINISHED with its metrics, and no worker saw a locked database."""
+    path, env = repo
+    with (path / ".gitignore").open("a") as ignore:
+        ignore.write("mlflow.db\nmlartifacts/\n.checkpoints/\n")
+    run(["git", "add", "-A"], path, env)
+    run(["git", "commit", "-qm", "baseline of the queued experiments"], path, env)
+    names = {"lr-low": "0.02", "lr-high": "0.05"}
+    for name, lr in names.items():
+        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"student.lr={lr}"], path, env)
+    run(["dvc", "queue", "start", "--jobs", "2"], path, env)
+    deadline = time.monotonic() + 600
+    while True:
+        status = run(["dvc", "queue", "status"], path, env)
+        if not any(word in status for word in ("Queued", "Running")) or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    logs = {name: run(["dvc", "queue", "logs", name], path, env) for name in names}
+    for name in names:
+        assert f"{name}" in status and "Failed" not in status, status
+        assert "database is locked" not in logs[name], logs[name][-3000:]
+
+    db = sqlite3.connect(path / "mlflow.db")
+    tags = {}
+    for run_id, key, value in db.execute("SELECT run_uuid, key, value FROM tags"):
+        tags.setdefault(run_id, {})[key] = value
+    statuses = dict(db.execute("SELECT run_uuid, status FROM runs").fetchall())
+    run_names = dict(db.execute("SELECT run_uuid, name FROM runs").fetchall())
+    assert set(statuses.values()) == {"FINISHED"}  # no run of either experiment left RUNNING or FAILED
+    spans = {}
+    for name, lr in names.items():
+        mine = [r for r in tags if tags[r].get("dvc_exp_name") == name]
+        parents = [r for r in mine if tags[r].get("kind") == "pipeline"]
+        stages = sorted(run_names[r].split(" ", 1)[1] for r in mine if tags[r].get("kind") == "stage")
+        assert len(parents) == 1, (name, parents)
+        assert stages == ["evaluate", "r1/student", "r2/pseudolabel", "r2/student"], stages  # what reran
+        student = next(r for r in mine if run_names[r].endswith("r1/student"))
+        logged = dict(db.execute("SELECT key, value FROM params WHERE run_uuid = ?", (student,)).fetchall())
+        assert float(logged["student.lr"]) == float(lr)
+        steps = db.execute(
+            "SELECT COUNT(*) FROM metrics WHERE run_uuid = ? AND key = 'train/loss'", (student,)
+        ).fetchone()[0]
+        assert steps > 0
+        evaluate = next(r for r in mine if run_names[r].endswith("evaluate"))
+        final = "SELECT value FROM metrics WHERE run_uuid = ? AND key = 'eval/final_accuracy'"
+        assert 0 <= db.execute(final, (evaluate,)).fetchone()[0] <= 1
+        times = [db.execute("SELECT start_time, end_time FROM runs WHERE run_uuid = ?", (r,)).fetchone()
+                 for r in mine if tags[r].get("kind") == "stage"]  # fmt: skip
+        spans[name] = (min(start for start, _ in times), max(end for _, end in times))
+    (a_start, a_end), (b_start, b_end) = spans.values()
+    assert a_start < b_end and b_start < a_end  # the two experiments ran at the same time
 
 
 def test_new_unlabeled_data_reruns_from_prepare_and_checkout_restores_the_first_state(repo, tmp_path):
