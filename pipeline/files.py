@@ -29,7 +29,12 @@ def atomic_write(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        write(Path(tmp))
+        try:
+            write(Path(tmp))
+        except OSError as err:  # a failed write names no file: name the output (a full disk, say)
+            if err.filename is None:
+                raise OSError(err.errno, err.strerror, str(path)) from err
+            raise
         os.chmod(tmp, _FILE_MODE)  # mkstemp makes the file private (0600); give it the usual permissions
         os.replace(tmp, path)
     finally:

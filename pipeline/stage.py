@@ -4,6 +4,7 @@ compute device and the tracking server; and, for the training stages, the torchr
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -97,3 +98,19 @@ def training_stage(
         save(run)
     resume.clear()
     world.close()
+
+
+def run_stage(main: Callable[[], Any]) -> None:
+    """Run a stage script's `main`. A full disk stops it with one line, not a traceback: every output and
+    resume point is written to a temporary name and renamed (pipeline.files.atomic_write; prepare's store in
+    a side folder), so the previous ones are still there, and the stage's MLflow run ends FAILED."""
+    try:
+        main()
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        sys.exit(
+            f"error: no space left on device{where}. Free some space and run the stage again: its previous "
+            "outputs and resume points are as they were."
+        )

@@ -9,7 +9,7 @@ from pipeline.data.validation import split_validation
 from pipeline.evaluate_rounds import evaluate_rounds, log_outcome, register_promoted
 from pipeline.files import write_csv, write_json
 from pipeline.promotion import choose_round
-from pipeline.stage import start
+from pipeline.stage import run_stage, start
 from pipeline.summary import rounds_curve, summary_rows
 from pipeline.tracking import stage_run
 
@@ -37,4 +37,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -7,7 +7,7 @@ from pipeline import artifacts
 from pipeline.config.common import Common
 from pipeline.data.prepare import DataError, prepare, print_report
 from pipeline.files import write_json
-from pipeline.stage import start
+from pipeline.stage import run_stage, start
 from pipeline.tracking import dvc_data_hash, stage_run
 
 
@@ -30,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

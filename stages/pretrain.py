@@ -11,7 +11,7 @@ from pipeline.models import initial_encoder
 from pipeline.resume import stage_resume_point
 from pipeline.ssl.pretrain import epoch_table, knn_monitor, pretrain, pretraining_warnings
 from pipeline.ssl.registry import check_methods, method_settings
-from pipeline.stage import loop_setup, start
+from pipeline.stage import loop_setup, run_stage, start
 from pipeline.tracking import stage_run
 
 
@@ -39,4 +39,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -11,7 +11,7 @@ from pipeline.figures import pseudo_label_figures
 from pipeline.files import write_parquet
 from pipeline.pseudo.pool import label_pool, predict_pool
 from pipeline.pseudo.report import read_analysis_labels
-from pipeline.stage import start
+from pipeline.stage import run_stage, start
 from pipeline.tracking import stage_run
 
 
@@ -42,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

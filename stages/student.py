@@ -8,7 +8,7 @@ from pipeline.data.store import load_prepared
 from pipeline.data.validation import split_validation
 from pipeline.pseudo.targets import read_training_table, training_targets
 from pipeline.serving import log_round
-from pipeline.stage import start, training_stage
+from pipeline.stage import run_stage, start, training_stage
 from pipeline.training.student import build_student, fit_student
 
 
@@ -39,4 +39,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -9,7 +9,7 @@ from pipeline.data.store import load_prepared
 from pipeline.data.validation import split_validation
 from pipeline.models import Architecture, build_classifier
 from pipeline.serving import log_round
-from pipeline.stage import start, training_stage
+from pipeline.stage import run_stage, start, training_stage
 from pipeline.training.teacher import train_teacher
 
 
@@ -40,4 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)
