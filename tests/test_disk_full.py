@@ -58,7 +58,7 @@ def assert_stopped_on_full_disk(proc: subprocess.CompletedProcess) -> None:
 
 
 def test_prepare_on_a_full_disk_stops_naming_it_and_keeps_the_previous_store(tmp_path, disk):
-    mount = disk("600k")  # the 28 px store (about 290 kB) fits; a 48 px one (770 kB) beside it does not
+    mount = disk("900k")  # the 28 px store fits (its build peaks near 560 kB); a 48 px one (1.5 MB) does not
     repo = tmp_path / "repo"
     env = make_repo(repo, {"paths": {"prepared": str(mount / "prepared")}})
     assert stage(repo, env, "prepare").returncode == 0
