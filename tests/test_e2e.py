@@ -428,7 +428,7 @@ def test_queued_experiments_run_two_at_a_time_and_log_every_run_to_the_one_datab
         time.sleep(5)
     logs = {name: run(["dvc", "queue", "logs", name], path, env) for name in names}
     for name in names:
-        assert f"{name}" in status and "Failed" not in status, status
+        assert name in status and "Failed" not in status, status
         assert "database is locked" not in logs[name], logs[name][-3000:]
 
     db = sqlite3.connect(path / "mlflow.db")

@@ -138,8 +138,8 @@ def test_the_starts_mirror_the_stage_scripts():
         assert ("check=" in call.group(2)) == (check is not None), stage
 
 
-def test_a_mutation_the_schema_forbids_stops_every_stage_that_reads_it():
-    params, dotted = mutate("set", ("student", "lr"), "fast")
+def test_a_mutation_the_schema_forbids_stops_the_stage_that_reads_it_and_no_other():
+    params, _ = mutate("set", ("student", "lr"), "fast")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "params.yaml"
         path.write_text(yaml.safe_dump(params))
