@@ -12,6 +12,7 @@ Models always leave a loop on the CPU again, so saving, logging and the next sta
 from __future__ import annotations
 
 import os
+import platform
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -87,7 +88,21 @@ def resolve_compute(cfg: ComputeConfig) -> Compute:
     return Compute(torch.device("cpu"), cfg.precision, cfg.compile)
 
 
-KERNEL_PINS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")  # what picks the CPU kernels
+AVX2_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+KERNEL_PINS = tuple(AVX2_KERNELS)  # what picks the CPU kernels of PyTorch, oneDNN and MKL
+
+
+def pin_cpu_kernels(cfg: ComputeConfig) -> dict[str, str]:
+    """`compute.cpu_kernels: avx2` on an x86-64 CPU: hold PyTorch's vectorised kernels, oneDNN's convolutions
+    and MKL's BLAS to their AVX2 code (the variables of AVX2_KERNELS), so that a CPU with AVX-512 runs the
+    kernels a CPU with only AVX2 runs. A variable already set in the environment wins; `native` sets none.
+    Each library reads its variable at its first operation, so this runs before the stage computes anything
+    (pipeline.stage.start); processes it starts inherit the pins. Returns the variables it set."""
+    if cfg.cpu_kernels != "avx2" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
+    pinned = {name: value for name, value in AVX2_KERNELS.items() if name not in os.environ}
+    os.environ.update(pinned)
+    return pinned
 
 
 def kernel_tags() -> dict[str, str]:

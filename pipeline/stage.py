@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipeline.compute import resolve_compute
+from pipeline.compute import pin_cpu_kernels, resolve_compute
 from pipeline.config.base import ConfigError, load_params
 from pipeline.config.common import Common
 from pipeline.distributed import SINGLE, World, init_world
@@ -52,6 +52,7 @@ def start(
         sys.exit(f"error: {parser.prog} runs in one process; start it without torchrun")
     try:
         params = load_params(args.params, kind)
+        pin_cpu_kernels(params.compute)  # before anything computes: each library reads its pin once
         if with_round:
             params.round_config(args.round)  # validates the round and its overrides up front
         if check is not None:
@@ -95,6 +96,7 @@ def training_stage(
         return world.close()
     with stage_run(params, stage, round_name, logged, system_metrics=True) as run:
         train(replace(setup, log=run.log))
+        run.sync()  # a tracking server that went down: wait for it here, before the outputs are written
         save(run)
     resume.clear()
     world.close()
@@ -106,6 +108,8 @@ def run_stage(main: Callable[[], Any]) -> None:
     a side folder), so the previous ones are still there, and the stage's MLflow run ends FAILED."""
     try:
         main()
+    except TrackingUnreachable as err:  # the server went down mid-stage and stayed down (pipeline.outage)
+        sys.exit(f"error: {err}")
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise

@@ -9,7 +9,6 @@ workspace logs to the same place); $MLFLOW_TRACKING_URI overrides it.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -18,9 +17,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.config.common import Common
+from pipeline.outage import (
+    MetricBuffer,
+    TrackingUnreachable,
+    end_orphaned_runs,
+    no_retries,
+    process_tag,
+    server_down,
+)
+from pipeline.provenance import dvc_data_hash, git_commit
 
 PIPELINE_TAG = "pipeline_id"
 
@@ -33,29 +39,17 @@ def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
 
 
-class TrackingUnreachable(RuntimeError):
-    """The tracking server named by the URI does not answer."""
-
-
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     """Fail within `timeout` seconds, naming the URI, when an http(s) tracking server does not answer.
 
     MLflow's own client retries for minutes; a stage calls this first, before any data is read or trained.
     """
-    if not uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
-            response.read()
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
+    reason = server_down(uri, timeout)
+    if reason is not None:
         raise TrackingUnreachable(
             f"MLflow tracking server {uri} is unreachable ({reason}); start it, or unset "
             "MLFLOW_TRACKING_URI to log to the local mlflow.db"
-        ) from err
+        )
 
 
 def run_name(params: Common, stage: str, round_name: str | None) -> str:
@@ -86,24 +80,6 @@ def pipeline_id() -> str:
     return f"standalone-{uuid.uuid4().hex[:12]}"
 
 
-def git_commit(root: Path) -> str:
-    try:
-        cmd = ["git", "rev-parse", "HEAD"]
-        out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def dvc_data_hash(folder: str | Path) -> str:
-    """The md5 DVC recorded for a `dvc add`-ed folder (from `<folder>.dvc`), or 'untracked'."""
-    dvc_file = Path(f"{Path(folder)}.dvc")
-    if not dvc_file.is_file():
-        return "untracked"
-    outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
-    return str(outs[0].get("md5", "untracked"))
-
-
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}: nested params as MLflow's flat keys."""
     out: dict[str, Any] = {}
@@ -113,16 +89,20 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class StageRun:
-    """The MLflow child run of one stage: metrics with a step, artifacts, and the run id for the summary."""
+    """The MLflow child run of one stage: metrics with a step (sent in batches: pipeline.outage), artifacts,
+    and the run id for the summary."""
 
-    def __init__(self, run_id: str, tags: dict[str, str]):
-        self.run_id = run_id
-        self.tags = tags
+    def __init__(self, run_id: str, tags: dict[str, str], metrics: MetricBuffer, wait_s: float):
+        self.run_id, self.tags = run_id, tags
+        self.metrics, self.wait_s = metrics, wait_s
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        import mlflow
+        self.metrics.add(metrics, step)
 
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+    def sync(self) -> None:
+        """Send the metrics that wait, waiting up to `mlflow.server_wait_s` for a server that does not
+        answer (TrackingUnreachable after that)."""
+        self.metrics.drain(self.wait_s)
 
     def set_tag(self, key: str, value: str) -> None:
         import mlflow
@@ -268,15 +248,33 @@ def stage_run(
         PIPELINE_TAG: pid,
         **kernel_tags(),
     }
-    with mlflow.start_run(
+    for name in end_orphaned_runs(client, experiment_id):
+        print(f"MLflow run '{name}' had lost its process; it is now FAILED", file=sys.stderr)
+    run = mlflow.start_run(
         experiment_id=experiment_id,
         run_name=run_name(params, stage, round_name),
         parent_run_id=parent,
-        tags=tags,
+        tags={**tags, "process": process_tag()},
         log_system_metrics=system_metrics,
-    ) as run:
+    )
+    status = "FAILED"
+    try:
         mlflow.log_params(flatten(logged or {}))
-        yield StageRun(run.info.run_id, tags)
+        staged = StageRun(
+            run.info.run_id, tags, MetricBuffer(client, run.info.run_id, uri), params.mlflow.server_wait_s
+        )
+        yield staged
+        staged.sync()
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        with no_retries():  # a server that is down: the next stage's start ends this run (end_orphaned_runs)
+            try:
+                mlflow.end_run(status)
+            except Exception:  # noqa: BLE001
+                print(f"warning: could not end MLflow run {run.info.run_id} as {status}", file=sys.stderr)
 
 
 def latest_round_runs(experiment: str, stages: tuple[str, ...] = ("teacher", "student")) -> dict[str, str]:

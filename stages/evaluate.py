@@ -2,7 +2,7 @@
 promoted by validation (without validation images: the last) goes to the model registry."""
 
 from pipeline import artifacts
-from pipeline.compute import resolve_compute
+from pipeline.compute import kernel_tags, resolve_compute
 from pipeline.config.evaluate import EvaluateParams
 from pipeline.data.store import load_prepared
 from pipeline.data.validation import split_validation
@@ -31,6 +31,7 @@ def main() -> None:
         rows = summary_rows(results, order, run_ids={})
         log_outcome(run, params, results, rows, promotion)  # onto each round's run and the parent run
     write_json(artifacts.metrics(paths, "eval"), results)
+    write_json(artifacts.metrics(paths, "kernels"), kernel_tags())  # what chose the CPU kernels
     write_csv(artifacts.plot(paths, "rounds"), rounds_curve(rows))
     print(f"evaluate: {promotion.note}; test accuracy {chosen:.2%} ({chosen - first:+.2%} over the teacher); "
           "the rounds table: python -m pipeline summary")  # fmt: skip

@@ -7,8 +7,9 @@ from pipeline import artifacts
 from pipeline.config.common import Common
 from pipeline.data.prepare import DataError, prepare, print_report
 from pipeline.files import write_json
+from pipeline.provenance import dvc_data_hash
 from pipeline.stage import run_stage, start
-from pipeline.tracking import dvc_data_hash, stage_run
+from pipeline.tracking import stage_run
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -49,6 +50,33 @@ def wait_until_up(url: str, proc: subprocess.Popen, log: Path, seconds: float = 
                 proc.kill()
                 raise AssertionError(f"{url} did not come up:\n{log.read_text()[-3000:]}") from None
             time.sleep(0.5)
+
+
+def mlflow_server(root: Path, port: int) -> subprocess.Popen:
+    """`mlflow server` on 127.0.0.1:`port` with a SQLite backend and proxied artifacts under `root`; returns
+    once it answers. Its output goes to `root/server.log` (appended: a restarted server keeps the log)."""
+    cmd = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+        "--artifacts-destination", str(root / "artifacts"),
+    ]  # fmt: skip
+    with (root / "server.log").open("a") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_until_up(f"http://127.0.0.1:{port}/health", proc, root / "server.log", seconds=90)
+    return proc
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop a process started in its own session and everything it started (the server's workers)."""
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=20)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def merge(base: dict, override: dict) -> dict:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.compute import CPU, Compute, resolve_compute
+from pipeline.compute import CPU, KERNEL_PINS, Compute, resolve_compute
 from pipeline.config.base import ConfigError
 from pipeline.config.common import ComputeConfig
 from pipeline.config.full import load_params
@@ -118,10 +118,9 @@ def test_compiling_keeps_the_deterministic_flags_and_sets_torchinductors():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
 def test_cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back_to_the_cpu():
     with pytest.raises(ConfigError, match="compute.device: cuda, but torch sees no CUDA device"):
-        resolve_compute(ComputeConfig(device="cuda", precision="fp32", compile=False))
-    assert resolve_compute(ComputeConfig(device="auto", precision="bf16", compile=False)) == Compute(
-        precision="bf16"
-    )
+        resolve_compute(ComputeConfig(device="cuda", precision="fp32", compile=False, cpu_kernels="native"))
+    auto = ComputeConfig(device="auto", precision="bf16", compile=False, cpu_kernels="native")
+    assert resolve_compute(auto) == Compute(precision="bf16")
 
 
 @pytest.mark.slow
@@ -142,7 +141,8 @@ def test_a_stage_asked_for_cuda_without_a_gpu_stops_before_writing(tmp_path):
 
 @GPU
 def test_teacher_trains_on_the_gpu_in_bf16_and_comes_back_to_the_cpu():
-    compute = resolve_compute(ComputeConfig(device="cuda", precision="bf16", compile=False))
+    cfg = ComputeConfig(device="cuda", precision="bf16", compile=False, cpu_kernels="native")
+    compute = resolve_compute(cfg)
     model, images, split = train_teacher(compute)
     assert all(p.device.type == "cpu" for p in model.parameters())
     logits, _ = predict(model, images, split.index, compute=compute)
@@ -153,3 +153,36 @@ def test_teacher_trains_on_the_gpu_in_bf16_and_comes_back_to_the_cpu():
 def test_batches_for_the_gpu_come_in_pinned_memory():
     images, split = brightness_classes()
     assert all(x.is_pinned() for x in image_batches(images, split.index, 8, pin_memory=True))
+
+
+PIN_CHECK = """
+import os, sys, torch
+from pipeline.compute import pin_cpu_kernels
+from pipeline.config.common import ComputeConfig
+cfg = ComputeConfig(device="cpu", precision="fp32", compile=False, cpu_kernels=sys.argv[1])
+pinned = pin_cpu_kernels(cfg)
+torch.nn.Conv2d(4, 8, 3)(torch.ones(8, 4, 16, 16)).sum()  # oneDNN's first use
+print(torch.backends.cpu.get_cpu_capability(), sorted(pinned), os.environ.get("ONEDNN_MAX_CPU_ISA", "-"))
+"""
+
+
+def cpu_pins(kernels: str, **env: str) -> list[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in KERNEL_PINS}
+    out = subprocess.run(
+        [sys.executable, "-c", PIN_CHECK, kernels], capture_output=True, text=True, check=True, cwd=ROOT,
+        env={**clean, **env, "ONEDNN_VERBOSE": "1"},
+    )  # fmt: skip
+    isa = next(line for line in out.stdout.splitlines() if ",info,cpu,isa:" in line)
+    return [*out.stdout.splitlines()[-1].split(" ", 1), isa.rsplit(":", 1)[1]]
+
+
+@pytest.mark.skipif(not torch.backends.cpu.get_cpu_capability().startswith("AVX"), reason="AVX2 or more")
+def test_cpu_kernels_avx2_pins_pytorch_and_onednn_to_avx2_before_they_start_and_a_set_variable_wins():
+    capability, pinned, isa = cpu_pins("avx2")
+    assert capability == "AVX2" and isa == "Intel AVX2"
+    assert pinned == "['ATEN_CPU_CAPABILITY', 'MKL_CBWR', 'ONEDNN_MAX_CPU_ISA'] AVX2"
+    native, native_pins, native_isa = cpu_pins("native")
+    assert native == torch.backends.cpu.get_cpu_capability() and native_pins == "[] -"  # nothing pinned
+    capability, pinned, isa = cpu_pins("avx2", ATEN_CPU_CAPABILITY="default")  # the user's choice stays
+    assert capability == "DEFAULT" and pinned.startswith("['MKL_CBWR', 'ONEDNN_MAX_CPU_ISA']")
+    assert native_isa != "" and isa == "Intel AVX2"

@@ -9,7 +9,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # Modules that cannot change a stage's outputs: MLflow logging, figures for MLflow.
-NO_OUTPUT_EFFECT = {"pipeline/tracking.py", "pipeline/serving.py", "pipeline/figures.py"}
+NO_OUTPUT_EFFECT = {
+    "pipeline/tracking.py", "pipeline/outage.py", "pipeline/provenance.py", "pipeline/serving.py",
+    "pipeline/figures.py",
+}  # fmt: skip
 # Each module's layer; a module imports only from its own layer or those below.
 LAYERS = [
     ["pipeline/config/", "pipeline/losses/", "pipeline/backbones.py", "pipeline/models.py",
@@ -19,7 +22,8 @@ LAYERS = [
      "pipeline/inference.py", "pipeline/artifacts.py"],
     ["pipeline/pseudo/", "pipeline/ssl/", "pipeline/training/", "pipeline/evaluation.py",
      "pipeline/promotion.py"],
-    ["pipeline/tracking.py", "pipeline/serving.py", "pipeline/summary.py", "pipeline/compare.py",
+    ["pipeline/tracking.py", "pipeline/outage.py", "pipeline/provenance.py", "pipeline/serving.py",
+     "pipeline/summary.py", "pipeline/compare.py",
      "pipeline/evaluate_rounds.py",
      "pipeline/figures.py", "pipeline/stage.py", "pipeline/__main__.py", "pipeline/__init__.py"],
 ]  # fmt: skip

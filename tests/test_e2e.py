@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import platform
 import shutil
 import sqlite3
 import subprocess
@@ -108,6 +109,13 @@ def test_mlflow_has_one_parent_and_a_child_per_stage(repo):
         "06 r2/student",
         "07 evaluate",
     ]
+    pinned = platform.machine().lower() in ("x86_64", "amd64")  # compute.cpu_kernels: avx2 pins x86-64 CPUs
+    for child in (r for r in runs if tags[r].get("mlflow.parentRunId") == parents[0]):
+        assert (tags[child]["cpu_capability"] == "AVX2") == pinned, runs[child]  # set before any kernel ran
+        assert tags[child]["env.ATEN_CPU_CAPABILITY"] == ("avx2" if pinned else ""), runs[child]
+    kernels = json.loads((path / "metrics/kernels.json").read_text())
+    assert kernels["cpu_capability"] == ("AVX2" if pinned else kernels["cpu_capability"])
+    assert kernels["env.MKL_CBWR"] == ("AVX2" if pinned else "")
     dvc_md5 = yaml.safe_load((path / "data/unlabeled.dvc").read_text())["outs"][0]["md5"]
     student = next(r for r in runs if runs[r] == "06 r2/student")
     assert tags[student]["data_hash.unlabeled"] == dvc_md5

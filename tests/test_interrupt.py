@@ -1,8 +1,10 @@
 """`dvc repro` killed with SIGKILL in the middle of a training stage: the rerun resumes from the stage's last
-resume point and ends with the same model, byte for byte, as a run that was never killed."""
+resume point and ends with the same model, byte for byte, as a run that was never killed, and the killed
+stage's MLflow run, left RUNNING, ends FAILED."""
 
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -52,6 +54,10 @@ def test_sigkill_mid_stage_then_repro_resumes_and_matches_an_unbroken_run(tmp_pa
 
     out = run(["dvc", "repro", "teacher"], repo, env)
     assert "resuming from step " in out, out[-3000:]
+    assert "MLflow run '02 r0/teacher' had lost its process; it is now FAILED" in out
+    db = sqlite3.connect(repo / "mlflow.db")
+    statuses = db.execute("SELECT name, status FROM runs ORDER BY start_time").fetchall()
+    assert [s for name, s in statuses if name.endswith("teacher")] == ["FAILED", "FINISHED"]  # none RUNNING
     assert int(out.split("resuming from step ")[1].split()[0]) >= killed_at
     resumed = model.read_bytes()
     assert not point.exists()  # removed once the stage saved its model

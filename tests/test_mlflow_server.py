@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from pipeline_repo import ROOT, free_port, make_repo, run, wait_until_up
+from pipeline_repo import ROOT, free_port, make_repo, mlflow_server, run, stop
 
 pytestmark = pytest.mark.slow  # an mlflow server or a stage process per test
 
@@ -19,23 +19,9 @@ def server(tmp_path_factory):
     """`mlflow server` with a SQLite backend and proxied artifacts, on a free port; stopped afterwards."""
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-    ]  # fmt: skip
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    wait_until_up(f"{uri}/health", proc, root / "server.log", seconds=90)
-    yield uri, root
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    proc = mlflow_server(root, port)
+    yield f"http://127.0.0.1:{port}", root
+    stop(proc)
 
 
 @pytest.mark.e2e

@@ -11,12 +11,11 @@ import pytest
 import torch
 
 from pipeline.config.full import load_params
+from pipeline.provenance import dvc_data_hash, git_commit
 from pipeline.tracking import (
     TrackingUnreachable,
     check_tracking_uri,
-    dvc_data_hash,
     flatten,
-    git_commit,
     latest_round_runs,
     pipeline_id,
     run_name,

@@ -81,6 +81,10 @@ class ComputeConfig(Section):
     )
     precision: Literal["fp32", "bf16"] = Field(description="bf16: autocast of convolutions and matmuls")
     compile: bool = Field(description="torch.compile the training loops' model")
+    cpu_kernels: Literal["avx2", "native"] = Field(
+        description="avx2: PyTorch, oneDNN and MKL use their AVX2 kernels on any x86-64 CPU (the same "
+        "numbers on AVX2 and AVX-512 machines); native: the fastest kernels the CPU has"
+    )
 
 
 class MlflowConfig(Section):
@@ -89,6 +93,11 @@ class MlflowConfig(Section):
     alias: str = Field(
         pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$"
     )  # ... and this alias points at its newest version
+    server_wait_s: float = Field(
+        ge=0,
+        description="how long a stage waits, before saving its outputs, for a tracking server that "
+        "stopped answering mid-stage (metrics wait in memory meanwhile); then it stops, its resume point kept",
+    )
 
 
 class ValidationConfig(Section):
