@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import random
 import sys
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from pipeline.config.common import Common
 from pipeline.distributed import SINGLE, World
@@ -99,39 +101,76 @@ class History:
 
 
 class ResumePoint:
-    """The resume point of one stage: `<directory>/<name>.pt`, valid for `key` only."""
+    """The resume point of one stage: `<directory>/<name>.pt`, valid for `key` only. Under torchrun each
+    process keeps its own, `<name>-rank<r>of<n>.pt` (its random generators differ), and the one before it
+    (`.prev.pt`): the processes resume from the latest step they all saved (`load`)."""
 
-    def __init__(self, directory: Path | str, name: str, key: str, every: int, enabled: bool = True):
-        self.path = Path(directory) / f"{name}.pt"
+    def __init__(
+        self,
+        directory: Path | str,
+        name: str,
+        key: str,
+        every: int,
+        enabled: bool = True,
+        world: World = SINGLE,
+    ):
+        self.directory, self.name, self.world = Path(directory), name, world
+        rank = f"-rank{world.rank}of{world.size}" if world.size > 1 else ""
+        self.path = self.directory / f"{name}{rank}.pt"
         self.key, self.every, self.enabled = key, every, enabled
+
+    @property
+    def previous(self) -> Path:
+        return self.path.with_suffix(".prev.pt")
 
     def derived(self, part: str) -> ResumePoint:
         """The resume point of one part of the stage (e.g. one of two candidate models): its own file and
         key."""
-        name = self.path.stem + "-" + part
-        return ResumePoint(self.path.parent, name, f"{self.key}:{part}", self.every, self.enabled)
+        name = f"{self.name}-{part}"
+        return ResumePoint(self.directory, name, f"{self.key}:{part}", self.every, self.enabled, self.world)
 
     def due(self, step: int, total: int) -> bool:
         """Whether to write a resume point after `step` steps (or epochs) of `total`; never after the last."""
         return self.enabled and step % self.every == 0 and step < total
 
-    def load(self) -> dict[str, Any] | None:
-        """The saved state, or None when there is none, it was written for another key, or it is disabled."""
-        if not self.enabled or not self.path.is_file():
+    def _read(self, path: Path, say: bool) -> dict[str, Any] | None:
+        if not path.is_file():
             return None
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
         if state.get("key") != self.key:
-            print(
-                f"{self.path}: written for other params or inputs; starting from the beginning",
-                file=sys.stderr,
-            )
+            if say:
+                print(
+                    f"{path}: written for other params or inputs; starting from the beginning",
+                    file=sys.stderr,
+                )
             return None
-        print(f"resuming from step {state['step']} of {self.path}", file=sys.stderr)
+        return state
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state, or None when there is none, it was written for another key, or it is disabled.
+        Under torchrun every process calls it at the same point, and all get the state of the latest step
+        each of them saved (a process killed while writing may lack the newest), or all get None."""
+        if not self.enabled:
+            return None
+        state = self._read(self.path, say=self.world.main)
+        if self.world.size > 1:
+            states = {s["step"]: s for s in (state, self._read(self.previous, say=False)) if s is not None}
+            steps: list[set[int] | None] = [None] * self.world.size
+            dist.all_gather_object(steps, set(states))
+            common = set.intersection(*steps)
+            state = states[max(common)] if common else None
+            if state is None and any(steps) and self.world.main:
+                print(f"{self.path}: the {self.world.size} processes share no saved step; starting from the "
+                      "beginning", file=sys.stderr)  # fmt: skip
+        if state is not None:
+            print(f"resuming from step {state['step']} of {self.path}", file=sys.stderr)
         return state
 
     def save(self, state: dict[str, Any]) -> None:
         buffer = io.BytesIO()
         torch.save({"key": self.key, **state}, buffer)
+        if self.world.size > 1 and self.path.is_file():
+            os.replace(self.path, self.previous)  # kept until this one is whole: the processes may need it
         atomic_write(self.path, lambda p: p.write_bytes(buffer.getvalue()))
 
     def save_state(
@@ -156,17 +195,17 @@ class ResumePoint:
         set_rng_state(saved["rng"], transforms)
 
     def clear(self) -> None:
-        """Remove the resume point and those of its parts (`derived`)."""
+        """Remove the resume point and those of its parts (`derived`), and under torchrun those of every
+        process on this machine (rank 0 clears, once the outputs are saved)."""
         if self.enabled:
-            self.path.unlink(missing_ok=True)
-            for part in self.path.parent.glob(f"{self.path.stem}-*.pt"):
-                part.unlink()
+            for path in [self.directory / f"{self.name}.pt", *self.directory.glob(f"{self.name}-*.pt")]:
+                path.unlink(missing_ok=True)
 
 
 def stage_resume_point(
     params: Common, stage: str, inputs: Iterable[Path | str], every: int, world: World = SINGLE
 ) -> ResumePoint:
-    """The resume point of `stage` (e.g. "student@r2") for these params and input files. Disabled under
-    torchrun: the processes would have to agree on one step, which they do not check yet."""
+    """The resume point of `stage` (e.g. "student@r2") for these params and input files; under torchrun,
+    this process's."""
     key = resume_key(params.model_dump(exclude={"checkpoints"}), stage, [Path(p) for p in inputs])
-    return ResumePoint(params.checkpoints.dir, stage.replace("@", "-"), key, every, enabled=world.size == 1)
+    return ResumePoint(params.checkpoints.dir, stage.replace("@", "-"), key, every, world=world)
