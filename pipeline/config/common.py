@@ -96,7 +96,7 @@ class MlflowConfig(Section):
     server_wait_s: float = Field(
         ge=0,
         description="how long a stage waits, before saving its outputs, for a tracking server that "
-        "stopped answering mid-stage (metrics wait in memory meanwhile); then it stops, its resume point kept",
+        "stopped answering mid-stage (metrics wait in memory meanwhile); then it stops, resumable",
     )
 
 
