@@ -11,6 +11,7 @@ The doc compares the `avx2` outputs across every machine in the json: the pin ho
 
     python bench/kernel_pins.py                     # adds this machine to docs/kernel_pins.json and the doc
     python bench/kernel_pins.py --repeats 1 --json /tmp/k.json --doc /tmp/k.md
+    python bench/kernel_pins.py --render            # the doc again from the json
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def cpu_info() -> dict[str, str]:
     out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
     flags = fields.get("Flags", "").split()
-    vector = [f for f in flags if f in ("avx", "avx2", "fma") or f.startswith("avx512")]
+    vector = [f for f in flags if f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")]
     return {"model": fields.get("Model name", "?").strip(), "vector_flags": " ".join(vector)}
 
 
@@ -162,11 +163,10 @@ def render(machines: list[dict], command: str) -> str:
     same = len({avx2_hashes(m) for m in machines}) == 1
     kinds = len({m["cpu"]["vector_flags"] for m in machines})
     verdict = "are the same on every machine" if same else "differ"
-    lines += [
-        "",
-        f"{len(machines)} machine(s), {kinds} kind(s) of vector flags: the `avx2` outputs {verdict}.",
-        "",
-    ]
+    summary = f"{len(machines)} machines, {kinds} kinds of vector flags: the `avx2` outputs {verdict}."
+    if len(machines) == 1:
+        summary = "One machine so far: nothing to compare its `avx2` outputs with yet."
+    lines += ["", summary, ""]
     return "\n".join(lines)
 
 
@@ -178,10 +178,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="teacher steps of the compute measurement")
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "kernel_pins.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "kernel_pins.md")
+    parser.add_argument("--render", action="store_true", help="only rewrite the doc from the json")
     args = parser.parse_args()
     machines = json.loads(args.json.read_text()) if args.json.is_file() else []
-    machines.append(measure(args.repeats, args.steps))
-    args.json.write_text(json.dumps(machines, indent=1) + "\n")
+    if not args.render:
+        machines.append(measure(args.repeats, args.steps))
+        args.json.write_text(json.dumps(machines, indent=1) + "\n")
     write_doc(args.doc, render(machines, "python bench/kernel_pins.py " + " ".join(sys.argv[1:])))
     print(args.doc.read_text())
 
