@@ -2,6 +2,7 @@
 `mlflow.server_wait_s`: the stage trained on, and its run ends FINISHED with every metric. Down for good: the
 stage stops naming the URI, its resume point kept, and the next run resumes and ends the dead run FAILED."""
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,8 @@ TEACHER = {
 
 def teacher_runs(client) -> list:
     exp = client.get_experiment_by_name("pseudo-labeling")
+    if exp is None:  # the stage has not created it yet
+        return []
     order = ["attributes.start_time"]
     return client.search_runs([exp.experiment_id], "tags.stage = 'teacher'", order_by=order)
 
@@ -44,9 +47,18 @@ def start_teacher(repo: Path, env: dict[str, str]) -> subprocess.Popen:
     )  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """The fixture repo up to the teacher's inputs (logged to its local mlflow.db), built once."""
+    repo = tmp_path_factory.mktemp("outage") / "repo"
+    env = make_repo(repo, {**TEACHER, "mlflow": {"server_wait_s": 4}})
+    run(["dvc", "repro", "pretrain"], repo, env)
+    return repo, env
+
+
 @pytest.fixture
-def outage(tmp_path):
-    """The fixture repo up to the teacher's inputs, logging to a real server; yields what a test needs."""
+def outage(prepared, tmp_path):
+    """A copy of the prepared repo logging to a fresh real server; yields what a test needs."""
     from mlflow import MlflowClient
 
     port = free_port()
@@ -55,8 +67,8 @@ def outage(tmp_path):
     server_root.mkdir()
     server = [mlflow_server(server_root, port)]
     repo = tmp_path / "repo"
-    env = make_repo(repo, {**TEACHER, "mlflow": {"server_wait_s": 4}}, {"MLFLOW_TRACKING_URI": uri})
-    run(["dvc", "repro", "pretrain"], repo, env)
+    shutil.copytree(prepared[0], repo, symlinks=True)
+    env = {**prepared[1], "PYTHONPATH": str(repo), "MLFLOW_TRACKING_URI": uri}
     yield repo, env, MlflowClient(uri), server, lambda: mlflow_server(server_root, port)
     stop(server[-1])
 
