@@ -23,6 +23,9 @@ TINY = {  # small enough for seconds per stage on 2 CPU cores
     # students lost to their teacher (44 % -> 24 / 17 %) and swung between 13 and 35 % with the CPU's kernels
     "student": {"min_steps": 15, "max_steps": 15, "batch_labeled": 8, "batch_unlabeled": 24, "lr": 0.03},
     "rounds": {"r1": {"prev": "r0"}},
+    # the fastest kernels: these tests check what the stages do, not the kernel pins (1.26x slower training
+    # steps; tests/test_compute.py and the e2e repository of tests/test_e2e.py check the pins)
+    "compute": {"cpu_kernels": "native"},
 }
 
 

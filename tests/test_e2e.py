@@ -23,6 +23,7 @@ from pipeline_repo import free_port, make_repo, run, wait_until_up
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROUNDS = {  # r2 also checks round overrides: the selection mode, the OOD method, online consistency
+    "compute": {"cpu_kernels": "avx2"},  # the default of params.yaml, which make_repo's TINY turns off
     "rounds": {
         "r1": {"prev": "r0"},
         "r2": {
