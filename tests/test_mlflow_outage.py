@@ -15,7 +15,7 @@ from pipeline_repo import free_port, make_repo, mlflow_server, run, stop
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 TEACHER = {
-    "teacher": {"min_steps": 600, "max_steps": 600, "batch_size": 16},
+    "teacher": {"min_steps": 300, "max_steps": 300, "batch_size": 16},
     "checkpoints": {"every_steps": 25},
 }
 
@@ -89,7 +89,7 @@ def test_a_server_back_within_the_wait_gets_every_metric_and_the_run_ends_finish
     (teacher,) = teacher_runs(client)
     assert teacher.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(teacher.info.run_id, "train/loss")]
-    assert steps == [*range(0, 600, 25), 599]  # every 25 steps and the last: none lost while it was down
+    assert steps == [*range(0, 300, 25), 299]  # every 25 steps and the last: none lost while it was down
     assert (repo / "models/rounds/r0/model.pt").is_file()
 
 
@@ -112,4 +112,4 @@ def test_a_server_down_for_good_stops_the_stage_resumably_and_the_next_run_ends_
     assert (dead.info.status, resumed.info.status) == ("FAILED", "FINISHED")
     assert dead.data.tags["ended_by"] == "the next stage run found its process gone"
     steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "train/loss")]
-    assert steps == [*range(0, 600, 25), 599]  # the resumed run logs the whole curve again
+    assert steps == [*range(0, 300, 25), 299]  # the resumed run logs the whole curve again
