@@ -33,8 +33,9 @@ from common import ROOT, doc_header, write_doc
 sys.path.insert(0, str(ROOT / "tests"))
 from pipeline_repo import make_repo, run  # noqa: E402  (the tests' fixture repository, reused)
 
+from pipeline.compute import KERNEL_PINS  # noqa: E402
+
 KERNELS = ("native", "avx2")
-PINS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
 
 COMPUTE = """
 import hashlib, io, sys, time
@@ -67,8 +68,9 @@ print(torch.backends.cpu.get_cpu_capability(), seconds, hashlib.sha256(buffer.ge
 """
 
 
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in PINS}
+def unpinned(env: dict[str, str]) -> dict[str, str]:
+    """`env` without the kernel pins, so that params.yaml's `compute.cpu_kernels` decides."""
+    return {k: v for k, v in env.items() if k not in KERNEL_PINS}
 
 
 def cpu_info() -> dict[str, str]:
@@ -82,8 +84,7 @@ def cpu_info() -> dict[str, str]:
 
 def repro(kernels: str, work: Path) -> dict:
     repo = work / f"repo-{kernels}"
-    env = make_repo(repo, {"compute": {"cpu_kernels": kernels}})
-    env = {k: v for k, v in env.items() if k not in PINS}
+    env = unpinned(make_repo(repo, {"compute": {"cpu_kernels": kernels}}))
     start = time.perf_counter()
     run(["dvc", "repro"], repo, env)
     seconds = time.perf_counter() - start
@@ -94,7 +95,7 @@ def repro(kernels: str, work: Path) -> dict:
 
 def compute(kernels: str, steps: int) -> dict:
     cmd = [sys.executable, "-c", COMPUTE, str(ROOT / "params.yaml"), kernels, str(steps)]
-    env = {**clean_env(), "PYTHONPATH": str(ROOT), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    env = {**unpinned(dict(os.environ)), "PYTHONPATH": str(ROOT), "NO_ALBUMENTATIONS_UPDATE": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT, env=env).stdout.split()
     return {"capability": out[-3], "seconds": float(out[-2]), "sha256": out[-1]}
 
