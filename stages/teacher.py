@@ -1,5 +1,5 @@
 """DVC stage `teacher` (round r0): encoder + linear head on the labeled images, a linear probe, fine-tuned or
-from scratch: the best on the validation images (without them: probe or fine-tuned by rule)."""
+from scratch: the best on the validation images, or without them by cross-fitting the labeled images."""
 
 from pipeline import artifacts
 from pipeline.checkpoint import load_encoder, save_round_model

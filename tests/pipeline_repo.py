@@ -17,7 +17,9 @@ FIXTURE = Path(__file__).parent / "fixtures" / "data"
 
 TINY = {  # small enough for seconds per stage on 2 CPU cores
     "pretrain": {"epochs": 2, "min_steps": 1, "batch_size": 64, "knn_test_images": 50},
-    "teacher": {"min_steps": 60, "max_steps": 60, "batch_size": 16},
+    # cross_fit_folds 0: the labels-per-class rule picks the teacher, one training instead of ten
+    # (cross-fitting runs in tests/test_train.py and, through the stage, in tests/test_backbones_e2e.py)
+    "teacher": {"min_steps": 60, "max_steps": 60, "batch_size": 16, "cross_fit_folds": 0},
     "pseudolabel": {"threshold": 0.15},
     # lr 0.03: a student fine-tunes a trained model for only 15 steps here; at the default 0.1 the fixture's
     # students lost to their teacher (44 % -> 24 / 17 %) and swung between 13 and 35 % with the CPU's kernels

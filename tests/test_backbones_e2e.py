@@ -1,6 +1,6 @@
 """Every backbone through the whole pipeline on the fixture: pretrain with SimMIM and with a second method,
-teacher, a round, evaluate, the registered model and `predict`. Tiny step counts, small images; colour images
-of another size than 28 on half of the backbones."""
+the teacher chosen by cross-fitting, a round, evaluate, the registered model and `predict`. Tiny step
+counts, small images; colour images of another size than 28 on half of the backbones."""
 
 import json
 import os
@@ -24,7 +24,7 @@ def tiny(backbone: str, method: str, channels: int, size: int) -> dict:
         "data": {"channels": channels, "image_size": size},
         "model": {"backbone": backbone},
         "pretrain": {"method": method, "epochs": 1, "min_steps": 1, "batch_size": 32, "knn_test_images": 20},
-        "teacher": {"min_steps": 4, "max_steps": 4, "batch_size": 8},
+        "teacher": {"min_steps": 4, "max_steps": 4, "batch_size": 8, "cross_fit_folds": 4},  # TINY: 0
         "pseudolabel": {"threshold": 0.0},
         "student": {"min_steps": 3, "max_steps": 3, "batch_labeled": 4, "batch_unlabeled": 8},
     }
@@ -47,7 +47,9 @@ def set_method(repo, method: str) -> None:
     [("small_resnet", 3, 20, "byol"), ("wrn_28_2", 3, 16, "simclr"), ("resnet18", 1, 16, "dino"),
      ("resnet34", 3, 12, "swav"), ("resnet50", 1, 12, "hybrid")],
 )  # fmt: skip
-def test_the_pipeline_runs_with_every_backbone(tmp_path, monkeypatch, backbone, channels, size, second):
+def test_the_pipeline_runs_with_every_backbone(
+    tmp_path, monkeypatch, capsys, backbone, channels, size, second
+):
     repo = tmp_path / "repo"
     env = make_repo(repo, tiny(backbone, second, channels, size))
     monkeypatch.chdir(repo)  # the stages run in this process: one start-up instead of eight
@@ -60,8 +62,11 @@ def test_the_pipeline_runs_with_every_backbone(tmp_path, monkeypatch, backbone, 
     assert json.loads((repo / "metrics/pretrain.json").read_text())["knn/accuracy"] >= 0
     set_method(repo, "simmim")
     run_stage("pretrain")
+    capsys.readouterr()
     for stage, *args in STAGES:
         run_stage(stage, *args)
+        if stage == "teacher":  # 3 labeled images per class, no validation set: 3 folds
+            assert "kept (cross-fitting: probe " in capsys.readouterr().out
     ckpt = torch.load(repo / "models/rounds/r1/model.pt", weights_only=False)
     assert (ckpt["arch"]["backbone"], ckpt["arch"]["channels"]) == (backbone, channels)
     results = json.loads((repo / "metrics/eval.json").read_text())

@@ -17,8 +17,14 @@ class TeacherConfig(TrainingLength):
     lr: float = Field(gt=0)
     encoder_lr_scale: float = Field(ge=0, description="encoder lr = lr * this; 0 freezes the encoder")
     select: Literal["validation", "rule"] = Field(
-        description="validation: with a validation set, train each of `candidates` and keep the best on it; "
-        "rule (or no validation set): freeze_encoder_below decides"
+        description="validation: train each of `candidates` and keep the best on the validation set, or "
+        "without one by cross-fitting the labeled images (cross_fit_folds); rule: freeze_encoder_below "
+        "decides"
+    )
+    cross_fit_folds: int = Field(
+        ge=0,
+        description="select: validation without a validation set: folds of the labeled images (at most "
+        "the fewest labels of a class; under 2 of them, or 0: the rule decides)",
     )
     candidates: list[Literal["probe", "finetune", "scratch"]] = Field(
         min_length=1,

@@ -100,6 +100,10 @@ class Split:
     sha256: np.ndarray  # (N,) str
     paths: np.ndarray  # (N,) str, relative to the split folder
 
+    def subset(self, mask: np.ndarray) -> Split:
+        """The images where `mask` (a boolean array, or row positions) holds, in order."""
+        return Split(self.index[mask], self.labels[mask], self.sha256[mask], self.paths[mask])
+
 
 @dataclass(frozen=True)
 class Prepared:

@@ -1,9 +1,9 @@
-"""The validation share of the labeled images: held out from training, used to choose models only."""
+"""The validation share of the labeled images, held out from training and used to choose models only; and
+the folds of the labeled images for cross-fitting when there are too few of them to hold any out."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 
 import numpy as np
 
@@ -32,10 +32,16 @@ def split_validation(labeled: Split, cfg: ValidationConfig, seed: int) -> tuple[
         members = np.flatnonzero(labeled.labels == c)
         held[members[np.argsort(keys[members], kind="stable")[: cfg.per_class]]] = True
 
-    def subset(mask: np.ndarray) -> Split:
-        return replace(
-            labeled, index=labeled.index[mask], labels=labeled.labels[mask], sha256=labeled.sha256[mask],
-            paths=labeled.paths[mask],
-        )  # fmt: skip
+    return labeled.subset(~held), labeled.subset(held)
 
-    return subset(~held), subset(held)
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """A fold number (0..folds-1) per sample, each class dealt round-robin over the folds in random order."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        fold[members] = (offset + np.arange(len(members))) % folds
+        offset += len(members)  # the next class starts where this one stopped, so folds stay even
+    return fold

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from pipeline.data.validation import stratified_folds
 from pipeline.metrics import fit_linear_head
 from pipeline.pseudo.propagation import label_mass_scores
 
@@ -136,18 +137,6 @@ def threshold_interval(
     ])  # fmt: skip
     low, high = np.quantile(thresholds, [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)
-
-
-def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """A fold number (0..folds-1) per sample, each class dealt round-robin over the folds in random order."""
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(labels), dtype=np.int64)
-    offset = 0
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        fold[members] = (offset + np.arange(len(members))) % folds
-        offset += len(members)  # the next class starts where this one stopped, so folds stay even
-    return fold
 
 
 def cross_fitted_scores(

@@ -1,5 +1,6 @@
-"""The teacher (round r0): the SSL encoder and a linear head trained on the labeled images; with validation
-images, the best of a linear probe, a fine-tuned encoder and the same network trained from scratch."""
+"""The teacher (round r0): the SSL encoder and a linear head trained on the labeled images; the best of a
+linear probe, a fine-tuned encoder and the same network trained from scratch, on the validation images or,
+without them, by cross-fitting the labeled images."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from pipeline import augment
 from pipeline.config.teacher import TeacherConfig
 from pipeline.data.store import Split
+from pipeline.data.validation import stratified_folds
 from pipeline.datasets import Views, ViewsWithArrays, endless_loader
 from pipeline.distributed import wrap
 from pipeline.inference import predict
@@ -37,6 +39,7 @@ def fit_teacher(
     cfg: TeacherConfig,
     setup: LoopSetup,
     frozen: bool | None = None,
+    desc: str = "teacher",
 ) -> dict[str, float]:
     """Train encoder + linear head on the labeled images with weak augmentation (cross-entropy); the
     encoder is `frozen` (a linear probe) or fine-tuned; None: frozen with few labels per class
@@ -75,7 +78,7 @@ def fit_teacher(
             return F.cross_entropy(logits.float(), arrays["label"]), {}
 
         last = run_steps(
-            stage="teacher", desc="teacher", batches=batches, start=session.start, end=steps,
+            stage="teacher", desc=desc, batches=batches, start=session.start, end=steps,
             optimizer=opt, lr=lambda i: warmup_cosine(i, steps, cfg.lr, warmup_steps=steps // 20),
             step=step, epoch=lambda i: 1 + i * cfg.batch_size // len(data), record=session.history,
             log_every=setup.log_every, after_step=lambda i, _: session.save(i + 1, steps),
@@ -101,6 +104,28 @@ def teacher_candidates(cfg: TeacherConfig) -> dict[str, TeacherConfig]:
     }
 
 
+def fit_candidate(
+    mode: str, *, model: Classifier, images: np.ndarray, labeled: Split, settings: TeacherConfig,
+    setup: LoopSetup, weights: dict, part: str, desc: str,
+) -> None:  # fmt: skip
+    """Train teacher candidate `mode` into `model` from `weights`, with its own resume point (`part`) and
+    its curves logged with `part` as prefix."""
+    model.load_state_dict(weights)
+    candidate = replace(
+        setup,
+        log=lambda metrics, step: setup.log({f"{part}/{k}": v for k, v in metrics.items()}, step),
+        resume=setup.resume.derived(part.replace("/", "-")) if setup.resume else None,
+    )
+    fit_teacher(model=model, images=images, labeled=labeled, cfg=settings, setup=candidate,
+                frozen=mode == "probe", desc=desc)  # fmt: skip
+
+
+def best_mode(scores: dict[str, float]) -> str:
+    """The candidate with the highest score; ties: the earlier in `cfg.candidates` (the simpler model)."""
+    order = list(scores)
+    return max(order, key=lambda mode: (scores[mode], -order.index(mode)))
+
+
 def fit_teacher_by_validation(
     *,
     model: Classifier,
@@ -121,23 +146,81 @@ def fit_teacher_by_validation(
         raise ValueError("the scratch teacher candidate needs the network's initial weights")
     pretrained, scores, trained = copy.deepcopy(model.state_dict()), {}, {}
     for mode, settings in candidates.items():
-        model.load_state_dict(initial if mode == "scratch" else pretrained)
-        candidate = replace(
-            setup,
-            log=lambda metrics, step, mode=mode: setup.log(
-                {f"{mode}/{k}": v for k, v in metrics.items()}, step
-            ),
-            resume=setup.resume.derived(mode) if setup.resume else None,
-        )
-        frozen = mode == "probe"
-        fit_teacher(model=model, images=images, labeled=labeled, cfg=settings, setup=candidate, frozen=frozen)
+        fit_candidate(
+            mode, model=model, images=images, labeled=labeled, settings=settings, setup=setup, part=mode,
+            weights=initial if mode == "scratch" else pretrained, desc=f"teacher {mode}",
+        )  # fmt: skip
         logits, _ = predict(model, images, validation.index, compute=setup.compute)
         scores[mode] = accuracy(logits.argmax(axis=1), validation.labels)
         trained[mode] = copy.deepcopy(model.state_dict())
-    order = list(candidates)
-    chosen = max(order, key=lambda mode: (scores[mode], -order.index(mode)))
+    chosen = best_mode(scores)
     model.load_state_dict(trained[chosen])
     return chosen, scores
+
+
+# held-out accuracies of a few dozen images are coarse (one image in 40 is 2.5 points): the rule's teacher
+# gives way only to a candidate better by more than this many standard errors of the paired difference
+MARGIN_SE = 2.0
+
+
+def cross_fitted_choice(correct: dict[str, np.ndarray], default: str) -> str:
+    """The candidate with the best held-out accuracy (`correct`: per candidate, 1 per labeled image its fold's
+    model got right) if it beats the `default` (the labels-per-class rule's teacher) by more than MARGIN_SE
+    standard errors of the per-image difference, mean(d) > MARGIN_SE * std(d) / sqrt(n); else the default."""
+    best = best_mode({mode: float(hits.mean()) for mode, hits in correct.items()})
+    if default not in correct or best == default:
+        return best
+    diff = correct[best].astype(np.float64) - correct[default]
+    error = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else np.inf
+    return best if diff.mean() > MARGIN_SE * error else default
+
+
+def fit_teacher_by_cross_fitting(
+    *,
+    model: Classifier,
+    images: np.ndarray,
+    labeled: Split,
+    folds: int,
+    cfg: TeacherConfig,
+    setup: LoopSetup,
+    initial: dict | None = None,
+) -> tuple[str, dict[str, float]]:
+    """Without validation images: deal the labeled images into `folds` stratified folds; for each fold, train
+    every candidate on the other folds and predict the held-out fold, so each image is scored by models that
+    never saw it. `cross_fitted_choice` keeps the rule's teacher (`encoder_frozen`) unless a candidate is
+    clearly better held out; the chosen one is then trained on all labeled images into `model`. Same
+    starting weights as `fit_teacher_by_validation`. The fold models log their curves as
+    `fold{f}/{mode}/...`. Returns the chosen mode and the held-out accuracy of each."""
+    candidates = teacher_candidates(cfg)
+    if "scratch" in candidates and initial is None:
+        raise ValueError("the scratch teacher candidate needs the network's initial weights")
+    pretrained = copy.deepcopy(model.state_dict())
+    correct = {mode: np.zeros(len(labeled.index), dtype=np.int64) for mode in candidates}
+    fold = stratified_folds(labeled.labels, folds, setup.seed)
+    for f in range(folds):
+        train, held = labeled.subset(fold != f), labeled.subset(fold == f)
+        for mode, settings in candidates.items():
+            fit_candidate(
+                mode, model=model, images=images, labeled=train, settings=settings, setup=setup,
+                weights=initial if mode == "scratch" else pretrained, part=f"fold{f}/{mode}",
+                desc=f"teacher fold {f + 1}/{folds} {mode}",
+            )  # fmt: skip
+            logits, _ = predict(model, images, held.index, compute=setup.compute)
+            correct[mode][fold == f] = logits.argmax(axis=1) == held.labels
+    default = "probe" if encoder_frozen(cfg, labeled.labels, model.arch.num_classes) else "finetune"
+    chosen = cross_fitted_choice(correct, default)
+    fit_candidate(
+        chosen, model=model, images=images, labeled=labeled, settings=candidates[chosen], setup=setup,
+        weights=initial if chosen == "scratch" else pretrained, part=chosen, desc=f"teacher {chosen}",
+    )  # fmt: skip
+    return chosen, {mode: float(hits.mean()) for mode, hits in correct.items()}
+
+
+def cross_fit_folds(cfg: TeacherConfig, labels: np.ndarray) -> int:
+    """Folds for cross-fitting: `cfg.cross_fit_folds`, at most the fewest labels of a class; 0 when under 2
+    (every fold must hold out an image of each class and leave one to train on)."""
+    folds = min(cfg.cross_fit_folds, int(np.bincount(labels).min()) if len(labels) else 0)
+    return folds if folds >= 2 else 0
 
 
 def train_teacher(
@@ -151,24 +234,31 @@ def train_teacher(
     encoder: Encoder,
 ) -> str:
     """The teacher stage's training of `model`, freshly initialised (seeded), with the SSL `encoder`'s
-    weights loaded into it: with a `validation` split and `cfg.select: validation`, the best of
-    `cfg.candidates` on it (`fit_teacher_by_validation`; scratch starts from the fresh initialisation), else
-    `fit_teacher` by the labels-per-class rule. Returns which was kept: probe, finetune, scratch, or how the
-    rule chose."""
-    by_validation = validation is not None and cfg.select == "validation"
-    scratch = by_validation and "scratch" in teacher_candidates(cfg)
+    weights loaded into it. With `cfg.select: validation`, the best of `cfg.candidates` on the `validation`
+    split (`fit_teacher_by_validation`) or, without one, by cross-fitting the labeled images
+    (`fit_teacher_by_cross_fitting`); scratch starts from the fresh initialisation. Else, or with too few
+    labels to cross-fit, `fit_teacher` by the labels-per-class rule. Returns which was kept: probe,
+    finetune, scratch (and how chosen), or how the rule chose."""
+    folds = cross_fit_folds(cfg, labeled.labels) if validation is None else 0
+    chosen_by = None if cfg.select == "rule" else "validation" if validation is not None else (
+        "cross-fitting" if folds else None)  # fmt: skip
+    scratch = chosen_by is not None and "scratch" in teacher_candidates(cfg)
     initial = copy.deepcopy(model.state_dict()) if scratch else None  # only the scratch candidate needs it
     model.encoder.load_state_dict(encoder.state_dict())
-    if not by_validation:
+    if chosen_by is None:
         frozen = encoder_frozen(cfg, labeled.labels, model.arch.num_classes)
         fit_teacher(model=model, images=images, labeled=labeled, cfg=cfg, setup=setup, frozen=frozen)
         return f"{'probe' if frozen else 'finetune'} by rule" + (
             " (no validation set)" if validation is None else ""
         )
-    mode, scores = fit_teacher_by_validation(
-        model=model, images=images, labeled=labeled, validation=validation, cfg=cfg, setup=setup,
-        initial=initial,
-    )  # fmt: skip
-    setup.log({f"val/{name}_accuracy": score for name, score in scores.items()}, 0)
-    print(f"teacher: {mode} kept (validation: " + ", ".join(f"{k} {v:.2%}" for k, v in scores.items()) + ")")
-    return mode
+    common = {"model": model, "images": images, "labeled": labeled, "cfg": cfg, "setup": setup,
+              "initial": initial}  # fmt: skip
+    if validation is not None:
+        mode, scores = fit_teacher_by_validation(validation=validation, **common)
+        key = "val"
+    else:
+        mode, scores = fit_teacher_by_cross_fitting(folds=folds, **common)
+        key = "cv"
+    setup.log({f"{key}/{name}_accuracy": score for name, score in scores.items()}, 0)
+    print(f"teacher: {mode} kept ({chosen_by}: " + ", ".join(f"{k} {v:.2%}" for k, v in scores.items()) + ")")
+    return mode if chosen_by == "validation" else f"{mode} by cross-fitting"

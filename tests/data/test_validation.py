@@ -4,7 +4,7 @@ import numpy as np
 
 from pipeline.config.common import ValidationConfig
 from pipeline.data.store import Split
-from pipeline.data.validation import split_validation
+from pipeline.data.validation import split_validation, stratified_folds
 
 
 def labeled_split(per_class: list[int]) -> Split:
@@ -42,3 +42,11 @@ def test_the_choice_depends_on_contents_and_seed_not_on_order():
     assert set(val.sha256) == set(val_shuffled.sha256)
     _, other_seed = split_validation(labeled, cfg, seed=1)
     assert set(val.sha256) != set(other_seed.sha256)
+
+
+def test_stratified_folds_spread_every_class():
+    labels = np.repeat(np.arange(5), 4)
+    fold = stratified_folds(labels, 4, seed=0)
+    for c in range(5):
+        assert sorted(fold[labels == c]) == [0, 1, 2, 3]
+    assert np.bincount(fold).tolist() == [5, 5, 5, 5]

@@ -10,7 +10,6 @@ from pipeline.pseudo.ood import (
     mahalanobis_score,
     msp_score,
     ood_scores,
-    stratified_folds,
     threshold_interval,
 )
 
@@ -100,14 +99,6 @@ def test_mahalanobis_ignores_a_class_without_samples():
     x, labels = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), np.array([0, 0, 1])
     means, precision = fit_class_gaussians(x, labels, 3, shrinkage=0.5)
     assert np.isfinite(mahalanobis_score(x, means, precision)).all()
-
-
-def test_stratified_folds_spread_every_class():
-    labels = np.repeat(np.arange(5), 4)
-    fold = stratified_folds(labels, 4, seed=0)
-    for c in range(5):
-        assert sorted(fold[labels == c]) == [0, 1, 2, 3]
-    assert np.bincount(fold).tolist() == [5, 5, 5, 5]
 
 
 def test_cross_fitted_scores_never_score_a_sample_with_itself():
