@@ -27,6 +27,11 @@ def _load(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Everything a checkpoint holds: weights, architecture, and what its stage saved with them."""
+    return _load(path)
+
+
 def read_architecture(path: Path) -> Architecture:
     """The architecture a checkpoint holds, without building the model (which draws random numbers)."""
     return Architecture(**_load(path)["arch"])
@@ -47,7 +52,9 @@ def load_classifier(path: Path) -> tuple[Classifier, dict[str, Any]]:
 
 
 def save_round_model(
-    path: Path, model: Classifier, arch: Architecture, classes: list[str], round_name: str, config: dict
-) -> None:
-    """Save a teacher or student (pipeline.artifacts.round_model) with its classes, round and config."""
-    save_model(path, model, arch, classes=classes, round=round_name, config=config)
+    path: Path, model: Classifier, arch: Architecture, classes: list[str], round_name: str, config: dict,
+    **extra: Any,
+) -> None:  # fmt: skip
+    """Save a teacher or student (pipeline.artifacts.round_model) with its classes, round and config (and
+    `extra`: the teacher's `selection`)."""
+    save_model(path, model, arch, classes=classes, round=round_name, config=config, **extra)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from pipeline.config.common import ValidationConfig
 from pipeline.data.store import Split
+from pipeline.data.validation import stratified_folds
 
 
 @dataclass(frozen=True)
@@ -64,19 +65,37 @@ def pixel_logistic_accuracy(
     return float((pred == val_y).mean())
 
 
-def usefulness_warnings(promoted: str, val_accuracy: float, baseline: float, num_classes: int) -> list[str]:
-    """Loud warnings when the promoted model is at chance or below the pixel baseline on validation, with
-    the likely causes."""
+def cross_fitted_pixel_accuracy(
+    images: np.ndarray, labeled: Split, folds: int, seed: int, num_classes: int
+) -> float:  # fmt: skip
+    """`pixel_logistic_accuracy` without validation images: fitted on all folds but one of the labeled
+    images and scored on that one, for each of the teacher's cross-fitting folds (same `folds`, `seed`)."""
+    fold, correct = stratified_folds(labeled.labels, folds, seed), 0.0
+    for f in range(folds):
+        train, held = fold != f, fold == f
+        accuracy = pixel_logistic_accuracy(
+            images[labeled.index[train]], labeled.labels[train], images[labeled.index[held]],
+            labeled.labels[held], num_classes,
+        )  # fmt: skip
+        correct += accuracy * held.sum()
+    return correct / len(fold)
+
+
+def usefulness_warnings(
+    name: str, accuracy: float, baseline: float, num_classes: int, measured_on: str = "the validation images"
+) -> list[str]:
+    """Loud warnings when model `name` is at chance or below the pixel baseline, both `measured_on` the same
+    held-out images, with the likely causes."""
     warnings, chance = [], 1.0 / num_classes
-    if val_accuracy < 1.5 * chance:
+    if accuracy < 1.5 * chance:
         warnings.append(
-            f"{promoted} is at chance on the validation images ({val_accuracy:.1%}, chance {chance:.1%}): "
+            f"{name} is at chance on {measured_on} ({accuracy:.1%}, chance {chance:.1%}): "
             "the SSL encoder likely learned a shortcut (colour images: check the views' colour jitter and "
             "grayscale) or pretraining collapsed; see pretrain's kNN accuracy"
         )
-    if val_accuracy < baseline:
+    if accuracy < baseline:
         warnings.append(
-            f"{promoted} ({val_accuracy:.1%} on validation) is below logistic regression on raw pixels "
+            f"{name} ({accuracy:.1%} on {measured_on}) is below logistic regression on raw pixels "
             f"({baseline:.1%}) trained on the same labeled images: the pipeline's model is not worth "
             "using as it is; try another pretrain.method, more pretraining or teacher fine-tuning"
         )
@@ -85,15 +104,26 @@ def usefulness_warnings(promoted: str, val_accuracy: float, baseline: float, num
 
 def choose_round(
     results: dict[str, dict[str, float]], order: list[str], images: np.ndarray, train: Split,
-    validation: Split | None, cfg: ValidationConfig, num_classes: int,
+    validation: Split | None, cfg: ValidationConfig, num_classes: int, teacher: dict | None = None,
+    seed: int = 0,
 ) -> tuple[Promotion, dict[str, float], list[str]]:  # fmt: skip
     """The promoted round from evaluate's `results` ({round: metrics with `val/accuracy` when there is a
     validation split}), marked in them as `promoted` 1 / 0; the metrics to log (the pixel baseline) and the
-    warnings about the promoted model."""
+    warnings about the promoted model. Without validation images nothing held out scores the rounds, but a
+    `teacher` chosen by cross-fitting (its checkpoint's `selection`, with `seed` the run's) has a held-out
+    accuracy: it is checked against the pixel baseline cross-fitted on the same folds, as the rounds start
+    from it."""
     if validation is None:
         why = (f"fewer than validation.per_class + validation.min_train_per_class = "
                f"{cfg.per_class + cfg.min_train_per_class} labeled images in some class")  # fmt: skip
         promotion, logged, warnings = promote(None, order, why), {}, []
+        if teacher is not None and teacher["by"] == "cross-fitting":
+            held_out = teacher["scores"][teacher["mode"]]
+            baseline = cross_fitted_pixel_accuracy(images, train, teacher["folds"], seed, num_classes)
+            logged = {"cv/teacher_accuracy": held_out, "cv/pixel_logistic_accuracy": baseline}
+            where = f"held-out labeled images ({teacher['folds']}-fold cross-fitting)"
+            name = f"the teacher r0 ({teacher['mode']}, which every round starts from)"
+            warnings = usefulness_warnings(name, held_out, baseline, num_classes, where)
     else:
         promotion = promote({name: results[name]["val/accuracy"] for name in order}, order)
         baseline = pixel_logistic_accuracy(

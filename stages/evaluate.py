@@ -2,6 +2,7 @@
 promoted by validation (without validation images: the last) goes to the model registry."""
 
 from pipeline import artifacts
+from pipeline.checkpoint import read_checkpoint
 from pipeline.compute import kernel_tags, resolve_compute
 from pipeline.config.evaluate import EvaluateParams
 from pipeline.data.store import load_prepared
@@ -22,8 +23,10 @@ def main() -> None:
     logged, tags = {"evaluate": params.evaluate.model_dump()}, {"round_order": ",".join(order)}
     with stage_run(params, "evaluate", logged=logged, tags=tags) as run:  # metric step k: round order[k]
         results = evaluate_rounds(run, params, data, validation, compute)
+        teacher = read_checkpoint(artifacts.round_model(paths, order[0])).get("selection")  # r0: how chosen
         promotion, logged, warnings = choose_round(
-            results, order, data.images, train, validation, params.validation, len(data.classes)
+            results, order, data.images, train, validation, params.validation, len(data.classes), teacher,
+            params.seed,
         )  # fmt: skip
         first, chosen = results[order[0]]["test/accuracy"], results[promotion.round]["test/accuracy"]
         run.log({**logged, "eval/final_accuracy": chosen, "eval/gain_over_teacher": chosen - first}, 0)

@@ -1,7 +1,17 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from pipeline.promotion import pixel_logistic_accuracy, promote, usefulness_warnings
+from pipeline.config.common import ValidationConfig
+from pipeline.data.store import Split
+from pipeline.promotion import (
+    choose_round,
+    cross_fitted_pixel_accuracy,
+    pixel_logistic_accuracy,
+    promote,
+    usefulness_warnings,
+)
 
 ORDER = ["r0", "r1", "r2", "r3"]
 
@@ -47,3 +57,44 @@ def test_a_model_at_chance_or_below_the_pixel_baseline_is_flagged():
 @pytest.mark.parametrize("accuracy", [0.149, 0.1])
 def test_chance_is_under_one_and_a_half_times_one_over_the_classes(accuracy):
     assert "at chance" in usefulness_warnings("r1", accuracy, 0.0, 10)[0]
+
+
+def brighter_top_half(n: int) -> tuple[np.ndarray, Split]:
+    """`n` images of two classes told apart by a brighter top half, as the labeled split of a store."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 2
+    images = rng.integers(0, 100, (n, 8, 8, 1)).astype(np.uint8)
+    images[labels == 1, :4] += 120
+    paths = np.array([f"{i}.png" for i in range(n)])
+    return images, Split(np.arange(n), labels, paths, paths)
+
+
+def test_without_validation_a_cross_fitted_teacher_is_checked_against_the_pixel_baseline():
+    """The pixel baseline is cross-fitted on the teacher's folds (1.0 on these images); a teacher at chance
+    on its held-out folds is named with both numbers, and the last round is still the one promoted."""
+    images, train = brighter_top_half(16)
+    results = {name: {"test/accuracy": 0.5} for name in ORDER}
+    cfg = ValidationConfig(per_class=5, min_train_per_class=10)
+    weak = {"mode": "probe", "by": "cross-fitting", "scores": {"probe": 0.5, "scratch": 0.25}, "folds": 4}
+    promotion, logged, warnings = choose_round(results, ORDER, images, train, None, cfg, 2, weak, seed=0)
+    assert promotion.round == "r3" and not promotion.validated and results["r3"]["promoted"] == 1.0
+    assert logged == {"cv/teacher_accuracy": 0.5, "cv/pixel_logistic_accuracy": 1.0}
+    assert len(warnings) == 2 and "the teacher r0 (probe, which" in warnings[0] and "at chance" in warnings[0]
+    assert "held-out labeled images (4-fold cross-fitting)" in warnings[1]
+    assert "(50.0% on" in warnings[1] and "raw pixels (100.0%)" in warnings[1]
+    fine = {**weak, "scores": {"probe": 1.0, "scratch": 0.25}}
+    assert choose_round(results, ORDER, images, train, None, cfg, 2, fine, seed=0)[2] == []
+    by_rule = {"mode": "probe", "by": "rule (no validation set)", "scores": {}, "folds": 0}
+    assert choose_round(results, ORDER, images, train, None, cfg, 2, by_rule, seed=0)[1:] == ({}, [])
+
+
+def test_the_cross_fitted_pixel_baseline_never_scores_an_image_it_was_fitted_on():
+    """Labels unrelated to the pixels: fitted on the other folds, logistic regression is near chance, though
+    it separates the 16 images it is fitted on (64 pixels each) perfectly."""
+    images, train = brighter_top_half(16)
+    shuffled = replace(train, labels=np.random.default_rng(1).permutation(train.labels))
+    assert cross_fitted_pixel_accuracy(images, train, folds=4, seed=0, num_classes=2) == 1.0
+    assert cross_fitted_pixel_accuracy(images, shuffled, folds=4, seed=0, num_classes=2) <= 0.75
+    flat = images.reshape(16, -1)
+    fitted = pixel_logistic_accuracy(flat, shuffled.labels, flat, shuffled.labels, 2)
+    assert fitted == 1.0

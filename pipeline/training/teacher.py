@@ -5,7 +5,7 @@ without them, by cross-fitting the labeled images."""
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch.nn.functional as F
@@ -223,6 +223,22 @@ def cross_fit_folds(cfg: TeacherConfig, labels: np.ndarray) -> int:
     return folds if folds >= 2 else 0
 
 
+@dataclass(frozen=True)
+class TeacherChoice:
+    """Which teacher the stage kept and how: `by` validation, cross-fitting or rule (without a validation
+    set: "rule (no validation set)"); `scores`: each candidate's accuracy on the validation images or held
+    out (none by rule); `folds` of cross-fitting."""
+
+    mode: str  # probe | finetune | scratch
+    by: str
+    scores: dict[str, float]
+    folds: int = 0
+
+    def describe(self) -> str:
+        """The `teacher_mode` tag: the mode, and how it was chosen unless on validation images."""
+        return self.mode if self.by == "validation" else f"{self.mode} by {self.by}"
+
+
 def train_teacher(
     *,
     model: Classifier,
@@ -232,13 +248,12 @@ def train_teacher(
     cfg: TeacherConfig,
     setup: LoopSetup,
     encoder: Encoder,
-) -> str:
+) -> TeacherChoice:
     """The teacher stage's training of `model`, freshly initialised (seeded), with the SSL `encoder`'s
     weights loaded into it. With `cfg.select: validation`, the best of `cfg.candidates` on the `validation`
     split (`fit_teacher_by_validation`) or, without one, by cross-fitting the labeled images
     (`fit_teacher_by_cross_fitting`); scratch starts from the fresh initialisation. Else, or with too few
-    labels to cross-fit, `fit_teacher` by the labels-per-class rule. Returns which was kept: probe,
-    finetune, scratch (and how chosen), or how the rule chose."""
+    labels to cross-fit, `fit_teacher` by the labels-per-class rule. Returns which was kept and how."""
     folds = cross_fit_folds(cfg, labeled.labels) if validation is None else 0
     chosen_by = None if cfg.select == "rule" else "validation" if validation is not None else (
         "cross-fitting" if folds else None)  # fmt: skip
@@ -248,9 +263,8 @@ def train_teacher(
     if chosen_by is None:
         frozen = encoder_frozen(cfg, labeled.labels, model.arch.num_classes)
         fit_teacher(model=model, images=images, labeled=labeled, cfg=cfg, setup=setup, frozen=frozen)
-        return f"{'probe' if frozen else 'finetune'} by rule" + (
-            " (no validation set)" if validation is None else ""
-        )
+        by = "rule" if validation is not None else "rule (no validation set)"
+        return TeacherChoice("probe" if frozen else "finetune", by, {})
     common = {"model": model, "images": images, "labeled": labeled, "cfg": cfg, "setup": setup,
               "initial": initial}  # fmt: skip
     if validation is not None:
@@ -261,4 +275,4 @@ def train_teacher(
         key = "cv"
     setup.log({f"{key}/{name}_accuracy": score for name, score in scores.items()}, 0)
     print(f"teacher: {mode} kept ({chosen_by}: " + ", ".join(f"{k} {v:.2%}" for k, v in scores.items()) + ")")
-    return mode if chosen_by == "validation" else f"{mode} by cross-fitting"
+    return TeacherChoice(mode, chosen_by, scores, folds)
