@@ -3,6 +3,7 @@ promoted round's model registered."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from pipeline import artifacts
@@ -23,10 +24,11 @@ from pipeline.tracking import StageRun
 
 def evaluate_rounds(
     run: StageRun, params: EvaluateParams, data: Prepared, validation: Split | None, compute: Compute
-) -> dict[str, dict[str, float]]:
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray] | None]:
     """{round: metrics} of every round in order, each logged at step k (its place in the order) with its
-    confusion matrix and figures."""
-    paths, bins, results = params.paths, params.evaluate.ece_bins, {}
+    confusion matrix and figures; and with a `validation` split, {round: 1 per validation image it got
+    right} for the promotion."""
+    paths, bins, results, val_hits = params.paths, params.evaluate.ece_bins, {}, {}
     truth, labels = read_analysis_labels(paths.analysis), data.split("test").labels
     for step, name in enumerate(params.round_order()):
         result = evaluate_round(
@@ -35,10 +37,10 @@ def evaluate_rounds(
         )  # fmt: skip
         changes = log_round_changes(run, params, data.classes, truth, name)  # MLflow only, not eval.json
         run.log({**result.metrics, **changes}, step)
-        results[name] = result.metrics
+        results[name], val_hits[name] = result.metrics, result.val_hits
         run.log_frame(result.confusion_frame(data.classes), f"{name}/confusion.csv")
         run.log_figures(evaluation_figures(result.confusion, result.probs, labels, data.classes, bins, name))
-    return results
+    return results, val_hits if validation is not None else None
 
 
 def log_round_changes(

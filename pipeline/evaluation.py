@@ -33,6 +33,7 @@ class RoundEvaluation:
     metrics: dict[str, float]  # test/* and, for a student's round, pl/* and ood/*
     confusion: np.ndarray  # (C, C), rows the true class
     probs: np.ndarray  # (N, C) softmax on the test images
+    val_hits: np.ndarray | None = None  # (V,) 1 per validation image the model got right
 
     def confusion_frame(self, classes: list[str]) -> pd.DataFrame:
         return pd.DataFrame(self.confusion, index=classes, columns=classes)
@@ -56,9 +57,11 @@ def evaluate_round(
     logits, _ = predict(model, data.images, test.index, compute=compute)
     probs = softmax(logits)
     metrics, confusion = test_metrics(probs, test.labels, ece_bins)
+    val_hits = None
     if validation is not None:
         val_logits, _ = predict(model, data.images, validation.index, compute=compute)
+        val_hits = (val_logits.argmax(axis=1) == validation.labels).astype(np.int64)
         metrics["val/accuracy"] = accuracy(val_logits.argmax(axis=1), validation.labels)
     if Path(table_file).is_file():
         metrics.update(pseudo_label_stats(pd.read_parquet(table_file), data.classes, truth))
-    return RoundEvaluation(metrics, confusion, probs)
+    return RoundEvaluation(metrics, confusion, probs, val_hits)

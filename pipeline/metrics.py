@@ -10,6 +10,18 @@ def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
     return float((pred == labels).mean()) if len(labels) else float("nan")
 
 
+def clearly_better(hits: np.ndarray, than: np.ndarray, margin_se: float = 1.645) -> bool:
+    """Whether model A (`hits`: 1 per held-out image it got right) beats model B (`than`, the same images)
+    by more than `margin_se` standard errors of the paired per-image difference d = hits - than:
+    mean(d) > margin_se * std(d) / sqrt(n), std with n - 1; 1.645: a one-sided paired test at the 5 %
+    level. A few dozen held-out images move accuracy by whole points per image, so a difference within
+    this margin is noise, not evidence."""
+    diff = np.asarray(hits, dtype=np.float64) - np.asarray(than, dtype=np.float64)
+    if len(diff) < 2:
+        return False
+    return bool(diff.mean() > margin_se * diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
 def _confidence_bins(probs: np.ndarray, labels: np.ndarray, bins: int):
     """Per equal-width bin of max probability ((b/B, (b+1)/B], the first includes 0): counts, hits and
     confidence sums."""

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from pipeline.config.common import ValidationConfig
 from pipeline.data.store import Split
 from pipeline.data.validation import stratified_folds
+from pipeline.metrics import clearly_better
 
 
 @dataclass(frozen=True)
@@ -21,20 +22,34 @@ class Promotion:
     note: str  # one line for the summary and the MLflow run
 
 
-def promote(val_accuracy: dict[str, float] | None, order: list[str], why_unvalidated: str = "") -> Promotion:
-    """The round with the best validation accuracy (ties: the later round, which trained on more); the
-    rounds after it that scored lower are named as worse. Without validation (`val_accuracy` None) the last
-    round, saying so with `why_unvalidated`."""
-    if val_accuracy is None:
-        last = order[-1]
-        return Promotion(last, False, f"{last} promoted as the last round, not validated: {why_unvalidated}")
-    best = max(order, key=lambda name: (val_accuracy[name], order.index(name)))
-    note = f"{best} promoted (validation {val_accuracy[best]:.2%})"
-    worse = [name for name in order[order.index(best) + 1 :] if val_accuracy[name] < val_accuracy[best]]
+def promotion_note(val_accuracy: dict[str, float], order: list[str], chosen: str) -> str:
+    """What the summary and the MLflow run say about a validated promotion: the promoted round, the later
+    rounds that scored lower, and the earlier ones that scored higher but within the noise."""
+    note = f"{chosen} promoted (validation {val_accuracy[chosen]:.2%})"
+    worse = [name for name in order[order.index(chosen) + 1 :] if val_accuracy[name] < val_accuracy[chosen]]
     if worse:
         scores = ", ".join(f"{name} {val_accuracy[name]:.2%}" for name in worse)
         note += f"; {', '.join(worse)} {'was' if len(worse) == 1 else 'were'} worse on validation ({scores})"
-    return Promotion(best, True, note)
+    higher = [name for name in order[: order.index(chosen)] if val_accuracy[name] > val_accuracy[chosen]]
+    if higher:
+        scores = ", ".join(f"{name} {val_accuracy[name]:.2%}" for name in higher)
+        note += f"; higher on validation but within its noise (one-sided paired test, 5 %): {scores}"
+    return note
+
+
+def promote(val_hits: dict[str, np.ndarray] | None, order: list[str], why_unvalidated: str = "") -> Promotion:
+    """The last round, unless the round with the best validation accuracy (ties: the later, which trained on
+    more) is `clearly_better` than it on the same validation images (`val_hits`: per round, 1 per image it
+    got right): a few dozen images cannot rank rounds a point apart, and later rounds are better on average
+    (docs/pseudo_label_benchmark.md), so only a clear loss on validation keeps an earlier round. Without
+    validation (`val_hits` None) the last round, saying so with `why_unvalidated`."""
+    last = order[-1]
+    if val_hits is None:
+        return Promotion(last, False, f"{last} promoted as the last round, not validated: {why_unvalidated}")
+    accuracy = {name: float(np.mean(val_hits[name])) for name in order}
+    best = max(order, key=lambda name: (accuracy[name], order.index(name)))
+    chosen = best if best != last and clearly_better(val_hits[best], val_hits[last]) else last
+    return Promotion(chosen, True, promotion_note(accuracy, order, chosen))
 
 
 def pixel_logistic_accuracy(
@@ -105,14 +120,14 @@ def usefulness_warnings(
 def choose_round(
     results: dict[str, dict[str, float]], order: list[str], images: np.ndarray, train: Split,
     validation: Split | None, cfg: ValidationConfig, num_classes: int, teacher: dict | None = None,
-    seed: int = 0,
+    seed: int = 0, val_hits: dict[str, np.ndarray] | None = None,
 ) -> tuple[Promotion, dict[str, float], list[str]]:  # fmt: skip
-    """The promoted round from evaluate's `results` ({round: metrics with `val/accuracy` when there is a
-    validation split}), marked in them as `promoted` 1 / 0; the metrics to log (the pixel baseline) and the
-    warnings about the promoted model. Without validation images nothing held out scores the rounds, but a
-    `teacher` chosen by cross-fitting (its checkpoint's `selection`, with `seed` the run's) has a held-out
-    accuracy: it is checked against the pixel baseline cross-fitted on the same folds, as the rounds start
-    from it."""
+    """The promoted round (`promote`, on each round's `val_hits`, required with a `validation` split),
+    marked in evaluate's `results` ({round: metrics}) as `promoted` 1 / 0; the metrics to log (the pixel
+    baseline) and the warnings about the promoted model. Without validation images nothing held out scores
+    the rounds, but a `teacher` chosen by cross-fitting (its checkpoint's `selection`, with `seed` the
+    run's) has a held-out accuracy: it is checked against the pixel baseline cross-fitted on the same
+    folds, as the rounds start from it."""
     if validation is None:
         why = (f"fewer than validation.per_class + validation.min_train_per_class = "
                f"{cfg.per_class + cfg.min_train_per_class} labeled images in some class")  # fmt: skip
@@ -125,7 +140,7 @@ def choose_round(
             name = f"the teacher r0 ({teacher['mode']}, which every round starts from)"
             warnings = usefulness_warnings(name, held_out, baseline, num_classes, where)
     else:
-        promotion = promote({name: results[name]["val/accuracy"] for name in order}, order)
+        promotion = promote(val_hits, order)
         baseline = pixel_logistic_accuracy(
             images[train.index], train.labels, images[validation.index], validation.labels, num_classes
         )

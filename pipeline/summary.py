@@ -6,7 +6,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.promotion import promote
+from pipeline.promotion import promote, promotion_note
 
 FORMATS = {  # how the tables print each per-round metric
     "test/accuracy": "{:.2%}",
@@ -60,10 +60,15 @@ def summary_rows(
 def promotion_caption(results: dict[str, dict[str, float]], round_order: list[str]) -> str:
     """The table's caption: which round was promoted (metrics/eval.json's `promoted`) and on what grounds."""
     rounds = [name for name in round_order if name in results]
-    validated = all("val/accuracy" in results[name] for name in rounds)
-    val = {name: results[name]["val/accuracy"] for name in rounds} if validated else None
-    note = promote(val, rounds, "too few labeled images per class for a validation set").note
-    return f"* promoted: {note}"
+    if not all("val/accuracy" in results[name] for name in rounds):
+        return (
+            "* promoted: "
+            + promote(None, rounds, "too few labeled images per class for a validation set").note
+        )
+    chosen = next((name for name in rounds if results[name].get("promoted")), rounds[-1])
+    return "* promoted: " + promotion_note(
+        {name: results[name]["val/accuracy"] for name in rounds}, rounds, chosen
+    )
 
 
 def rounds_table(rows: list[dict], caption: str | None = None) -> Table:

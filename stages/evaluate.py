@@ -22,11 +22,11 @@ def main() -> None:
     train, validation = split_validation(data.split("labeled"), params.validation, params.seed)
     logged, tags = {"evaluate": params.evaluate.model_dump()}, {"round_order": ",".join(order)}
     with stage_run(params, "evaluate", logged=logged, tags=tags) as run:  # metric step k: round order[k]
-        results = evaluate_rounds(run, params, data, validation, compute)
+        results, val_hits = evaluate_rounds(run, params, data, validation, compute)
         teacher = read_checkpoint(artifacts.round_model(paths, order[0])).get("selection")  # r0: how chosen
         promotion, logged, warnings = choose_round(
             results, order, data.images, train, validation, params.validation, len(data.classes), teacher,
-            params.seed,
+            params.seed, val_hits,
         )  # fmt: skip
         first, chosen = results[order[0]]["test/accuracy"], results[promotion.round]["test/accuracy"]
         run.log({**logged, "eval/final_accuracy": chosen, "eval/gain_over_teacher": chosen - first}, 0)

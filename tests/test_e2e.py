@@ -251,8 +251,8 @@ def test_the_promoted_round_is_registered_and_predict_labels_a_folder(repo, tmp_
     assert len(promoted) == 1 and version.tags["round"] == promoted[0]
     assert version.tags["data_hash.unlabeled"] == dvc_md5
     assert version.tags["run_id"] == stage_runs(client)["evaluate"].info.run_id
-    best = max(results[name]["val/accuracy"] for name in results)
-    assert results[promoted[0]]["val/accuracy"] == best
+    last = list(results)[-1]  # kept unless an earlier round is clearly better on validation
+    assert promoted[0] == last or results[last]["val/accuracy"] < results[promoted[0]]["val/accuracy"]
 
     out = tmp_path / "predictions.csv"
     model = "pseudo-labeling-classifier@final"
@@ -310,8 +310,9 @@ def test_mlflow_models_serve_answers_with_the_probabilities_predict_gives(repo, 
 
 
 def test_a_round_worse_on_validation_is_not_promoted_and_final_does_not_move_to_it(repo, tmp_path):
-    """The last round's model replaced by one at random initialisation (at chance): evaluate promotes an
-    earlier round, warns, and the registry's `final` points at that round's model."""
+    """The last round's model replaced by a confidently wrong one (its own head with the classes shifted by
+    one: right only where it was wrong): clearly worse on the 10 validation images, so evaluate promotes an
+    earlier round, and the registry's `final` points at that round's model."""
     import torch
 
     from pipeline.checkpoint import load_classifier, save_round_model
@@ -322,9 +323,11 @@ def test_a_round_worse_on_validation_is_not_promoted_and_final_does_not_move_to_
     shutil.copytree(path, copy, symlinks=True)
     model_file = copy / "models/rounds/r2/model.pt"
     trained, ckpt = load_classifier(model_file)
-    torch.manual_seed(123)
     broken = build_classifier(trained.arch)
-    torch.nn.init.zeros_(broken.head.weight)  # every image the same class: at chance
+    broken.load_state_dict(trained.state_dict())
+    with torch.no_grad():  # class c's logit becomes class c + 1's
+        broken.head.weight.copy_(trained.head.weight.roll(1, dims=0))
+        broken.head.bias.copy_(trained.head.bias.roll(1, dims=0))
     save_round_model(model_file, broken, trained.arch, ckpt["classes"], "r2", ckpt["config"])
     printed = run([sys.executable, "stages/evaluate.py"], copy, {**env, "PYTHONPATH": str(copy)})
     results = json.loads((copy / "metrics/eval.json").read_text())

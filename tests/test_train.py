@@ -185,8 +185,8 @@ def test_cross_fitting_folds_never_exceed_the_rarest_class(per_class, asked, fol
 
 def test_cross_fitting_keeps_the_rules_teacher_unless_another_is_clearly_better():
     """40 held-out predictions. 4 won and 2 lost against the default: mean difference 0.05, standard error
-    sqrt((6 - 40 * 0.05**2) / 39 / 40) = 0.0615, so 0.05 < 2 * 0.0615 and the default stays. 16 won and none
-    lost: 0.4 against 2 * sqrt((16 - 40 * 0.4**2) / 39 / 40) = 0.157, so the better one is kept."""
+    sqrt((6 - 40 * 0.05**2) / 39 / 40) = 0.0615, so 0.05 < 1.645 * 0.0615 and the default stays. 16 won and
+    none lost: 0.4 against 1.645 * sqrt((16 - 40 * 0.4**2) / 39 / 40) = 0.129, so the better one is kept."""
     probe = np.r_[np.ones(22), np.zeros(18)].astype(int)
     close = probe.copy()
     close[[22, 23, 24, 25]], close[[0, 1]] = 1, 0  # 24 right: better, within the noise

@@ -17,7 +17,7 @@ from pipeline.data.validation import stratified_folds
 from pipeline.datasets import Views, ViewsWithArrays, endless_loader
 from pipeline.distributed import wrap
 from pipeline.inference import predict
-from pipeline.metrics import accuracy
+from pipeline.metrics import accuracy, clearly_better
 from pipeline.models import Classifier, Encoder
 from pipeline.runtime import LoopSetup
 from pipeline.schedules import warmup_cosine
@@ -158,21 +158,14 @@ def fit_teacher_by_validation(
     return chosen, scores
 
 
-# held-out accuracies of a few dozen images are coarse (one image in 40 is 2.5 points): the rule's teacher
-# gives way only to a candidate better by more than this many standard errors of the paired difference
-MARGIN_SE = 2.0
-
-
 def cross_fitted_choice(correct: dict[str, np.ndarray], default: str) -> str:
     """The candidate with the best held-out accuracy (`correct`: per candidate, 1 per labeled image its fold's
-    model got right) if it beats the `default` (the labels-per-class rule's teacher) by more than MARGIN_SE
-    standard errors of the per-image difference, mean(d) > MARGIN_SE * std(d) / sqrt(n); else the default."""
+    model got right) if it is `clearly_better` than the `default` (the labels-per-class rule's teacher:
+    a one-sided paired test of the per-image difference at the 5 % level); else the default."""
     best = best_mode({mode: float(hits.mean()) for mode, hits in correct.items()})
     if default not in correct or best == default:
         return best
-    diff = correct[best].astype(np.float64) - correct[default]
-    error = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else np.inf
-    return best if diff.mean() > MARGIN_SE * error else default
+    return best if clearly_better(correct[best], correct[default]) else default
 
 
 def fit_teacher_by_cross_fitting(
