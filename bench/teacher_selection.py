@@ -1,5 +1,6 @@
 """How well cross-fitting picks the teacher: each candidate's held-out accuracy on the labeled images against
-its test accuracy when trained on all of them. Prints a table and writes --results (JSON).
+its test accuracy when trained on all of them. Prints a table and writes --results (JSON). The kernels are
+pinned as `compute.cpu_kernels` says, as in the stages.
 
 Runs on folders that bench/pseudo_labels.py or bench/datasets_benchmark.py left behind (each with its
 params.yaml, prepared store and SSL encoder); params.yaml of this commit fills what a folder's lacks.
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT  # noqa: E402
 
 from pipeline.checkpoint import load_encoder  # noqa: E402
+from pipeline.compute import pin_cpu_kernels  # noqa: E402
 from pipeline.config.base import validate  # noqa: E402
 from pipeline.config.full import Params  # noqa: E402
 from pipeline.data.store import load_prepared  # noqa: E402
@@ -55,6 +57,7 @@ def setting_params(folder: Path) -> Params:
 
 def measure(folder: Path) -> dict:
     params = setting_params(folder)
+    pin_cpu_kernels(params.compute)  # as the teacher stage does, before anything computes
     cfg, data = params.teacher, load_prepared(params.paths.prepared)
     labeled, validation = split_validation(data.split("labeled"), params.validation, params.seed)
     if validation is not None:
