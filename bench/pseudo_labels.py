@@ -314,7 +314,8 @@ def markdown(results: list[dict], args, command: str) -> str:
         f"from random initialisation on the labeled images alone ({args.scratch_steps} steps, weak "
         "augmentation). Mean ± sample std over seeds; pseudo-label precision against the analysis labels. "
         "Promoted: the round `evaluate` promoted (the last, unless an earlier one is clearly better on the "
-        "validation images; without them, the last). Gap closed: (promoted - supervised only) / (all labels - supervised only), where all labels "
+        "validation images; without them, the last). Gap closed: (promoted - supervised only) / "
+        "(all labels - supervised only), where all labels "
         + (
             f"is the same CNN trained the same way on {reference['labels']:,} labels: "
             f"{reference['supervised']:.1%} ({reference['seconds'] / 60:.1f} minutes)."
