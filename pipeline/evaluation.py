@@ -61,7 +61,7 @@ def evaluate_round(
     if validation is not None:
         val_logits, _ = predict(model, data.images, validation.index, compute=compute)
         val_hits = (val_logits.argmax(axis=1) == validation.labels).astype(np.int64)
-        metrics["val/accuracy"] = accuracy(val_logits.argmax(axis=1), validation.labels)
+        metrics["val/accuracy"] = float(val_hits.mean())
     if Path(table_file).is_file():
         metrics.update(pseudo_label_stats(pd.read_parquet(table_file), data.classes, truth))
     return RoundEvaluation(metrics, confusion, probs, val_hits)
