@@ -136,11 +136,13 @@ def endless_loader(
 
 
 def epoch_loader(dataset: Dataset, batch_size: int, seed: int, pin_memory: bool = False) -> DataLoader:
-    """One shuffled pass, last partial batch dropped; the order depends on `seed` only."""
+    """One shuffled pass, last partial batch dropped; the order depends on `seed` only. A Batched dataset
+    reads each batch whole."""
     generator = torch.Generator().manual_seed(seed)
+    extra = {"collate_fn": _as_read} if isinstance(dataset, Batched) else {}
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=True, generator=generator, num_workers=0, drop_last=True,
-        pin_memory=pin_memory,
+        pin_memory=pin_memory, **extra,
     )  # fmt: skip
 
 

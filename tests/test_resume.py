@@ -76,7 +76,8 @@ def every_step(point, log) -> LoopSetup:
 
 
 @pytest.mark.slow
-def test_teacher_resumed_after_an_interruption_matches_an_unbroken_run(images, tmp_path):
+@pytest.mark.parametrize("backend", ["tensor", "albumentations"])
+def test_teacher_resumed_after_an_interruption_matches_an_unbroken_run(images, tmp_path, backend):
     cfg = PARAMS.teacher.model_copy(
         update={
             "min_steps": 12,
@@ -84,6 +85,7 @@ def test_teacher_resumed_after_an_interruption_matches_an_unbroken_run(images, t
             "batch_size": 4,
             "encoder_lr_scale": 1.0,
             "freeze_encoder_below": 0,
+            "augment_backend": backend,
         }
     )
     arch = Architecture(channels=1, width=8, depth=1, num_classes=3, dropout=0.3)
@@ -131,11 +133,17 @@ def test_student_resumed_after_an_interruption_matches_an_unbroken_run(images, t
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", [m for m in PARAMS.pretrain.methods if m != NO_PRETRAINING])
-def test_pretrain_resumed_after_an_interruption_matches_an_unbroken_run(images, tmp_path, method):
+@pytest.mark.parametrize(
+    ("method", "backend"),
+    [(m, "albumentations") for m in PARAMS.pretrain.methods if m != NO_PRETRAINING]
+    + [("vicreg", "tensor"), ("hybrid", "tensor")],
+)
+def test_pretrain_resumed_after_an_interruption_matches_an_unbroken_run(images, tmp_path, method, backend):
     """Every method's state comes back: MoCo's queue and pointer, momentum encoders, DINO's center, the
-    masks' own generator of SimMIM and the hybrid, the hybrid's loss weights."""
-    cfg = PARAMS.pretrain.model_copy(update={"method": method, "epochs": 6, "min_steps": 1, "batch_size": 16})
+    masks' own generator of SimMIM and the hybrid, the hybrid's loss weights; the views' generators of
+    either backend."""
+    update = {"method": method, "epochs": 6, "min_steps": 1, "batch_size": 16, "views_backend": backend}
+    cfg = PARAMS.pretrain.model_copy(update=update)
     arch = Architecture(channels=1, width=8, depth=1)
 
     def train(point, log):

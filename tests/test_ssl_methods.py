@@ -63,6 +63,30 @@ def test_method_trains_without_nan_and_moves_the_encoder(store, method):
         assert {"ssl/loss_reconstruction", "ssl/loss_contrastive", "ssl/weight_contrastive"} <= set(summary)
 
 
+@pytest.mark.parametrize("method", ["vicreg", "simmim"])
+def test_batched_views_train_the_encoder_and_repeat_with_the_seed(store, method):
+    """`views_backend: tensor` makes the views of whole batches in the loop: the run learns, and the same
+    seed gives the same encoder."""
+    params = load_params(ROOT / "params.yaml")
+    update = {"method": method, "epochs": 2, "min_steps": 1, "batch_size": 32, "views_backend": "tensor"}
+    cfg = params.pretrain.model_copy(update=update)
+    index = np.concatenate([store.split("labeled").index, store.split("unlabeled").index])
+
+    def run() -> list[torch.Tensor]:
+        seed_everything(0)
+        encoder = build_encoder(Architecture(1, 8, 1), store.stats["mean"], store.stats["std"])
+        rows = pretrain(encoder=encoder, images=store.images, index=index, cfg=cfg, monitor=None,
+                        setup=LoopSetup(image_size=28, seed=0, log=lambda m, s: None))  # fmt: skip
+        assert len(rows) == 2 and all(math.isfinite(v) for v in rows[-1][0].values())
+        return [p.detach().clone() for p in encoder.parameters()]
+
+    first, again = run(), run()
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    seed_everything(0)
+    initial = build_encoder(Architecture(1, 8, 1), store.stats["mean"], store.stats["std"])
+    assert any(not torch.equal(a, b) for a, b in zip(first, initial.parameters(), strict=True))
+
+
 def test_ema_update_and_momentum_schedule():
     target, online = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
     with torch.no_grad():

@@ -61,6 +61,7 @@ def test_the_teacher_freezes_its_encoder_only_with_few_labels_per_class(labels, 
     cfg = TeacherConfig(
         epochs=1, min_steps=1, max_steps=1, batch_size=1, lr=0.1, encoder_lr_scale=scale, select="rule",
         cross_fit_folds=0, freeze_encoder_below=below, weight_decay=0.0, dropout=0.0, candidates=["probe"],
+        augment_backend="albumentations",
         scratch_lr=0.1,
     )  # fmt: skip
     assert encoder_frozen(cfg, np.arange(labels) % 10, num_classes=10) is frozen
@@ -102,6 +103,7 @@ def test_the_teacher_kept_is_the_candidate_best_on_validation():
     cfg = TeacherConfig(
         epochs=1, min_steps=20, max_steps=20, batch_size=8, lr=0.1, encoder_lr_scale=1.0, select="validation",
         cross_fit_folds=4, freeze_encoder_below=10, weight_decay=0.0, dropout=0.0,
+        augment_backend="albumentations",
         candidates=["probe", "finetune", "scratch"], scratch_lr=0.05,
     )  # fmt: skip
     logged = {}
@@ -125,6 +127,7 @@ def test_teacher_candidates_follow_the_config():
     cfg = TeacherConfig(
         epochs=1, min_steps=1, max_steps=1, batch_size=8, lr=0.5, encoder_lr_scale=0.0, select="validation",
         cross_fit_folds=4, freeze_encoder_below=10, weight_decay=0.0, dropout=0.0,
+        augment_backend="albumentations",
         candidates=["scratch", "finetune", "probe"],
         scratch_lr=0.1,
     )  # fmt: skip
@@ -154,6 +157,7 @@ def test_cross_fitting_scores_each_labeled_image_with_models_that_never_saw_it()
     cfg = TeacherConfig(
         epochs=1, min_steps=300, max_steps=300, batch_size=8, lr=0.05, encoder_lr_scale=1.0,
         select="validation", cross_fit_folds=4, freeze_encoder_below=10, weight_decay=0.0, dropout=0.0,
+        augment_backend="albumentations",
         candidates=["probe", "finetune", "scratch"], scratch_lr=0.05,
     )  # fmt: skip
     logged = {}
@@ -177,6 +181,7 @@ def test_cross_fitting_folds_never_exceed_the_rarest_class(per_class, asked, fol
     cfg = TeacherConfig(
         epochs=1, min_steps=1, max_steps=1, batch_size=8, lr=0.1, encoder_lr_scale=1.0, select="validation",
         cross_fit_folds=asked, freeze_encoder_below=10, weight_decay=0.0, dropout=0.0, candidates=["probe"],
+        augment_backend="albumentations",
         scratch_lr=0.1,
     )  # fmt: skip
     labels = np.concatenate([np.full(n, c) for c, n in enumerate(per_class)])

@@ -6,7 +6,7 @@ Each method's own settings (`pretrain.methods.<name>`) are validated by the meth
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -50,6 +50,10 @@ class PretrainConfig(TrainingLength):
 
     method: str = Field(description="a method of pipeline.ssl.registry, e.g. simclr or vicreg, or none")
     batch_size: int = Field(ge=2)
+    views_backend: Literal["tensor", "albumentations"] = Field(
+        description="tensor: the views of whole batches at once (pipeline.ssl.views_batch); albumentations: "
+        "image by image in the loader (pipeline.ssl.views, the reference)"
+    )
     lr: float = Field(gt=0, description="peak learning rate per 256 images (SGD, cosine schedule)")
     weight_decay: float = Field(ge=0)
     projection_dim: int = Field(ge=2, description="output of projection heads (and hidden width of MLPs)")

@@ -36,6 +36,10 @@ class TeacherConfig(TrainingLength):
     )
     weight_decay: float = Field(ge=0)
     dropout: float = Field(ge=0, lt=1)
+    augment_backend: Literal["tensor", "albumentations"] = Field(
+        description="the weak augmentation (flip + shift): tensor on whole batches in the loop "
+        "(pipeline.augment_batch), albumentations image by image in the loader (pipeline.augment)"
+    )
 
     @field_validator("candidates")
     @classmethod

@@ -10,9 +10,9 @@ import pandas as pd
 import torch
 
 from pipeline.compute import Compute
-from pipeline.config.pretrain import PretrainConfig
+from pipeline.config.pretrain import PretrainConfig, ViewPolicy
 from pipeline.data.store import Prepared
-from pipeline.datasets import Views, epoch_loader
+from pipeline.datasets import Batched, Views, epoch_loader
 from pipeline.inference import encode
 from pipeline.metrics import effective_rank, knn_accuracy
 from pipeline.models import Encoder
@@ -20,6 +20,7 @@ from pipeline.runtime import LoopSetup
 from pipeline.schedules import warmup_cosine
 from pipeline.ssl.registry import NO_PRETRAINING, build_method, method_config
 from pipeline.ssl.views import ssl_view
+from pipeline.ssl.views_batch import BatchViews
 from pipeline.training.loop import Resumable, on_device, run_steps, sgd
 
 # A representation has collapsed when its L2-normalized embeddings barely vary (all images map to about the
@@ -149,19 +150,21 @@ def pretrain(
         trainable = [p for p in [*encoder.parameters(), *method.parameters()] if p.requires_grad]
         peak = cfg.lr * settings.lr_scale * batch / 256
         opt = sgd(trainable, peak, cfg.weight_decay)
-        channels = images.shape[-1]
-        transforms = [ssl_view(settings.views, image_size, seed + v, channels) for v in range(method.n_views)]
-        views = Views(images, index, transforms)
+        views, transforms, on_batch = view_data(
+            images, index, settings.views, cfg.views_backend, method.n_views, image_size, seed
+        )
         total = epochs * steps_per_epoch
         warmup = min(steps_per_epoch, total // 10)
-        modules = {"encoder": encoder, "method": method, "optimizer": opt}
+        modules = {"encoder": encoder, "method": method, "optimizer": opt,
+                   **{f"views_{v}": a for v, a in enumerate(on_batch)}}  # fmt: skip
         session = Resumable(setup.resume, modules, transforms, setup.log)
         session.restore()  # each epoch's loader has its own generator
         step_loss = compute.compiled(_MethodLoss(method, encoder))
 
-        def step(i: int, batch_views) -> tuple:
+        def step(i: int, batch) -> tuple:
+            batch_views = [make(batch[0]) for make in on_batch] if on_batch else list(batch[0])
             with compute.autocast():
-                loss, logs = step_loss(compute.to_device(list(batch_views[0])), i)
+                loss, logs = step_loss(compute.to_device(batch_views), i)
             return loss.float(), logs
 
         epoch_logs: dict[str, list[float]] = {}  # every step's values, averaged per epoch
@@ -197,6 +200,19 @@ def pretrain(
             session.history(summary, epoch + 1)
             session.save(epoch + 1, epochs)
     return session.history.rows
+
+
+def view_data(
+    images: np.ndarray, index: np.ndarray, policy: ViewPolicy, backend: str, n_views: int, image_size: int,
+    seed: int,
+) -> tuple[torch.utils.data.Dataset, list, list[BatchViews]]:  # fmt: skip
+    """pretrain's dataset, the albumentations transforms inside it and the view makers of whole batches, for
+    `backend`: "tensor" reads batches as they are and makes each view of a whole batch in the loop;
+    "albumentations" makes the views image by image in the loader. View v is drawn from seed + v."""
+    if backend == "tensor":
+        return Batched(images, index), [], [BatchViews(policy, seed + v) for v in range(n_views)]
+    transforms = [ssl_view(policy, image_size, seed + v, images.shape[-1]) for v in range(n_views)]
+    return Views(images, index, transforms), transforms, []
 
 
 def epoch_table(rows: list[tuple[dict[str, float], int]]) -> pd.DataFrame:

@@ -11,10 +11,11 @@ import numpy as np
 import torch.nn.functional as F
 
 from pipeline import augment
+from pipeline.augment_batch import BatchWeak
 from pipeline.config.teacher import TeacherConfig
 from pipeline.data.store import Split
 from pipeline.data.validation import stratified_folds
-from pipeline.datasets import Views, ViewsWithArrays, endless_loader
+from pipeline.datasets import Batched, Views, ViewsWithArrays, endless_loader
 from pipeline.distributed import wrap
 from pipeline.inference import predict
 from pipeline.metrics import accuracy, clearly_better
@@ -57,9 +58,14 @@ def fit_teacher(
         if not frozen:
             groups.append({"params": list(model.encoder.parameters()), "lr_scale": cfg.encoder_lr_scale})
         opt = sgd(groups, cfg.lr, cfg.weight_decay)
-        weak = augment.weak(image_size, world.seed(seed))
-        data = ViewsWithArrays(Views(images, labeled.index, [weak]), label=labeled.labels)
-        session = Resumable(setup.resume, {"model": model, "optimizer": opt}, [weak], setup.log)
+        if cfg.augment_backend == "tensor":  # flip + shift of whole batches in the loop
+            on_batch, transforms = BatchWeak(image_size, world.seed(seed)), []
+            data = Batched(images, labeled.index, label=labeled.labels)
+        else:
+            on_batch, transforms = None, [augment.weak(image_size, world.seed(seed))]
+            data = ViewsWithArrays(Views(images, labeled.index, transforms), label=labeled.labels)
+        modules = {"model": model, "optimizer": opt, **({"augment": on_batch} if on_batch else {})}
+        session = Resumable(setup.resume, modules, transforms, setup.log)
         loader = endless_loader(
             data, cfg.batch_size, steps * cfg.batch_size, seed, session.start, world,
             key="teacher.batch_size", pin_memory=compute.pin_memory,
@@ -72,7 +78,7 @@ def fit_teacher(
         net = compute.compiled(wrap(model, world, seed))
 
         def step(i: int, batch) -> tuple:
-            x, arrays = compute.to_device(batch)
+            x, arrays = compute.to_device((on_batch(batch[0]) if on_batch else batch[0], batch[1]))
             with compute.autocast():
                 logits = net(x)
             return F.cross_entropy(logits.float(), arrays["label"]), {}
