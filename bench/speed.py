@@ -14,8 +14,10 @@ Each measurement runs in its own process (so its peak RSS is its own) on the dem
 - inference: `pipeline.inference.predict` over `--infer` images of the store against the bare `model(x)` under
   `torch.no_grad()` on tensors made beforehand, at the pseudolabel batch size.
 
-Every loop runs where params.yaml `compute` says, or as --device / --precision / --compile say; the bare loops
-run on the same device in the same precision (autocast), timed after a CUDA synchronize.
+Every loop runs where params.yaml `compute` says, or as --device / --precision / --compile say, with the CPU
+kernels `compute.cpu_kernels` pins; the bare loops run on the same device in the same precision (autocast),
+timed after a CUDA synchronize. Each loop, the pipeline's and the bare one, runs WARMUP_STEPS untimed steps
+first. The pretrain and teacher rows are measured with both augmentation backends.
 
     python bench/speed.py
     python bench/speed.py --steps 20 --infer 5000 --doc /tmp/speed.md    # quick
@@ -42,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, doc_header, write_doc  # noqa: E402
 
-from pipeline.compute import Compute, resolve_compute  # noqa: E402
+from pipeline.compute import Compute, pin_cpu_kernels, resolve_compute  # noqa: E402
 from pipeline.config.full import load_params  # noqa: E402
 from pipeline.data.store import load_prepared  # noqa: E402
 from pipeline.datasets import endless_loader  # noqa: E402
@@ -57,6 +59,10 @@ from pipeline.ssl.pretrain import pretrain  # noqa: E402
 from pipeline.ssl.registry import build_method  # noqa: E402
 from pipeline.training.student import fit_student, student_data  # noqa: E402
 from pipeline.training.teacher import encoder_frozen, fit_teacher  # noqa: E402
+
+# Steps run untimed before each measured loop, the pipeline's and the bare one's alike: the first steps
+# create the kernels' primitives and the thread pool, a fixed second or so that a 60-step run would count.
+WARMUP_STEPS = 5
 
 
 def peak_rss_mib() -> float:
@@ -98,23 +104,22 @@ def student_pseudo(store, num_classes: int) -> PseudoLabeled:
 
 
 def measure_student(params_file: Path, steps: int) -> dict:
-    params, store, cfg, arch = setup(params_file)
-    cfg = cfg.model_copy(update={"min_steps": steps, "max_steps": steps})
+    params, store, base, arch = setup(params_file)
     pseudo = student_pseudo(store, arch.num_classes)
-    model = build_classifier(arch, store.stats["mean"], store.stats["std"])
+
+    def train(n: int) -> dict:
+        cfg = base.model_copy(update={"min_steps": n, "max_steps": n})
+        model = build_classifier(arch, store.stats["mean"], store.stats["std"])
+        return fit_student(model=model, images=store.images, labeled=store.split("labeled"), pseudo=pseudo,
+                           cfg=cfg, setup=quiet_setup(params))  # fmt: skip
+
+    train(WARMUP_STEPS)
     start = time.perf_counter()
-    last = fit_student(
-        model=model,
-        images=store.images,
-        labeled=store.split("labeled"),
-        pseudo=pseudo,
-        cfg=cfg,
-        setup=quiet_setup(params),
-    )
+    last = train(steps)
     seconds = time.perf_counter() - start
-    return {"images_per_s": steps * (cfg.batch_labeled + cfg.batch_unlabeled) / seconds, "seconds": seconds,
+    return {"images_per_s": steps * (base.batch_labeled + base.batch_unlabeled) / seconds, "seconds": seconds,
             "data_wait_share": last["time/data_wait_share"], "peak_rss_mib": peak_rss_mib(),
-            "loader_workers": cfg.loader_workers, "backend": cfg.strong.backend}  # fmt: skip
+            "loader_workers": base.loader_workers, "backend": base.strong.backend}  # fmt: skip
 
 
 def measure_student_data(params_file: Path, steps: int) -> dict:
@@ -153,8 +158,10 @@ def bare_classifier_loop(model: torch.nn.Module, batch: int, params, steps: int)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(trainable, lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     net = compute.compiled(model)
-    start = time.perf_counter()
-    for _ in range(steps):
+    for i in range(WARMUP_STEPS + steps):
+        if i == WARMUP_STEPS:
+            synchronize(compute)
+            start = time.perf_counter()
         with compute.autocast():
             logits = net(x)
         loss = F.cross_entropy(logits.float(), y)
@@ -171,17 +178,20 @@ def measure_teacher(params_file: Path, steps: int, backend: str | None = None) -
     `teacher.augment_backend` says, or `backend`)."""
     params, store, _, _ = setup(params_file)
     backend = backend or params.teacher.augment_backend
-    cfg = params.teacher.model_copy(
-        update={"min_steps": steps, "max_steps": steps, "augment_backend": backend}
-    )
     arch = Architecture(params.data.channels, params.model.width, params.model.depth, len(store.classes))
-    model = build_classifier(arch, store.stats["mean"], store.stats["std"])
     labeled = store.split("labeled")
-    frozen = encoder_frozen(cfg, labeled.labels, arch.num_classes)
+    frozen = encoder_frozen(params.teacher, labeled.labels, arch.num_classes)
+
+    def train(n: int) -> None:
+        cfg = params.teacher.model_copy(update={"min_steps": n, "max_steps": n, "augment_backend": backend})
+        model = build_classifier(arch, store.stats["mean"], store.stats["std"])
+        fit_teacher(model=model, images=store.images, labeled=labeled, cfg=cfg, setup=quiet_setup(params))
+
+    train(WARMUP_STEPS)
     start = time.perf_counter()
-    fit_teacher(model=model, images=store.images, labeled=labeled, cfg=cfg, setup=quiet_setup(params))
+    train(steps)
     seconds = time.perf_counter() - start
-    return {"images_per_s": steps * cfg.batch_size / seconds, "seconds": seconds,
+    return {"images_per_s": steps * params.teacher.batch_size / seconds, "seconds": seconds,
             "peak_rss_mib": peak_rss_mib(), "frozen": frozen, "backend": backend}  # fmt: skip
 
 
@@ -204,14 +214,20 @@ def measure_pretrain(params_file: Path, steps: int, backend: str | None = None) 
     backend = backend or params.pretrain.views_backend
     cfg = params.pretrain.model_copy(update={"epochs": 1, "min_steps": 1, "views_backend": backend})
     arch = Architecture(params.data.channels, params.model.width, params.model.depth)
-    encoder = build_encoder(arch, store.stats["mean"], store.stats["std"])
-    index = store.split("unlabeled").index[: steps * cfg.batch_size]
+    pool = store.split("unlabeled").index
+
+    def train(n: int) -> None:
+        encoder = build_encoder(arch, store.stats["mean"], store.stats["std"])
+        index = pool[: n * cfg.batch_size]
+        pretrain(encoder=encoder, images=store.images, index=index, cfg=cfg, monitor=None,
+                 setup=quiet_setup(params))  # fmt: skip
+
+    train(WARMUP_STEPS)
     start = time.perf_counter()
-    setup_ = quiet_setup(params)
-    pretrain(encoder=encoder, images=store.images, index=index, cfg=cfg, monitor=None, setup=setup_)
+    train(steps)
     seconds = time.perf_counter() - start
-    return {"images_per_s": len(index) / seconds, "seconds": seconds, "peak_rss_mib": peak_rss_mib(),
-            "backend": backend}  # fmt: skip
+    return {"images_per_s": steps * cfg.batch_size / seconds, "seconds": seconds,
+            "peak_rss_mib": peak_rss_mib(), "backend": backend}  # fmt: skip
 
 
 def measure_pretrain_bare(params_file: Path, steps: int) -> dict:
@@ -229,8 +245,10 @@ def measure_pretrain_bare(params_file: Path, steps: int) -> dict:
     side, batch = params.data.image_size, cfg.batch_size
     views = [torch.rand(batch, params.data.channels, side, side, device=compute.device)
              .contiguous(memory_format=torch.channels_last) for _ in range(method.n_views)]  # fmt: skip
-    start = time.perf_counter()
-    for step in range(steps):
+    for step in range(WARMUP_STEPS + steps):
+        if step == WARMUP_STEPS:
+            synchronize(compute)
+            start = time.perf_counter()
         with compute.autocast():
             loss, _ = method.loss(encoder, views, step)
         opt.zero_grad(set_to_none=True)
@@ -334,7 +352,7 @@ def markdown(results: dict, args, command: str) -> str:
         where = f"{torch.get_num_threads()} threads, no GPU"
     else:
         where = torch.cuda.get_device_name()
-    setup = (f"torch {torch.__version__}, {where}, {compute.precision}"
+    setup = (f"torch {torch.__version__}, {where}, {compute.cpu_kernels} CPU kernels, {compute.precision}"
              f"{', torch.compile' if compute.compile else ''}, channels_last")  # fmt: skip
     lines = [
         *doc_header("Speed: the pipeline's loops against a bare PyTorch loop", command, setup),
@@ -402,6 +420,7 @@ def main() -> None:
         return
     command = "python bench/speed.py " + " ".join(sys.argv[1:])
     args.params = with_compute(args)
+    pin_cpu_kernels(load_params(args.params).compute)  # as the stages; the measurements inherit it
     results = {}
     for name in MEASUREMENTS:
         results[name] = run_one(name, args)
