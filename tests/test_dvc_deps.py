@@ -125,3 +125,13 @@ def test_no_module_is_over_300_lines_and_no_stage_script_over_45():
     assert not long, f"modules over 300 lines: {long}"
     fat = {s.name: n for s in SCRIPTS.values() if (n := len(s.read_text().splitlines())) > 45}
     assert not fat, f"stage scripts over 45 lines: {fat}"
+
+
+def test_every_pretrain_setting_is_a_dvc_param_of_the_stage():
+    """pretrain lists its settings one by one (only the chosen method's section), so a new setting left out
+    of dvc.yaml would not rerun the stage when it changes."""
+    from pipeline.config.pretrain import PretrainConfig
+
+    listed = set(STAGES["pretrain"]["params"])
+    missing = [f for f in PretrainConfig.model_fields if f != "methods" and f"pretrain.{f}" not in listed]
+    assert not missing, f"dvc.yaml stage pretrain lacks params {missing}"
