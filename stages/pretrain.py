@@ -9,7 +9,7 @@ from pipeline.data.store import load_prepared
 from pipeline.files import write_csv, write_json
 from pipeline.models import initial_encoder
 from pipeline.resume import stage_resume_point
-from pipeline.ssl.pretrain import epoch_table, knn_monitor, pretrain, pretraining_warnings
+from pipeline.ssl.pretrain import epoch_table, knn_monitor, pretrain, pretraining_warnings, warm_start
 from pipeline.ssl.registry import check_methods, method_settings
 from pipeline.stage import loop_setup, run_stage, start
 from pipeline.tracking import stage_run
@@ -21,10 +21,12 @@ def main() -> None:
     cfg, paths, data = params.pretrain, params.paths, load_prepared(params.paths.prepared)
     # from model.weights when set (pretrain.method none keeps them as they are), else at random
     encoder, arch = initial_encoder(params.model, params.data.channels, params.data.image_size, data.stats)
+    cfg, how = warm_start(encoder, arch, cfg, artifacts.encoder(paths))  # pretrain.warm_start
+    print(f"pretrain: {how}")
     resume = stage_resume_point(params, "pretrain", [artifacts.manifest(paths)], every=1)  # every epoch
     logged = {"pretrain": cfg.model_dump(exclude={"methods"}), **method_settings(cfg),
               "model": params.model.model_dump()}  # fmt: skip
-    with stage_run(params, "pretrain", logged=logged, system_metrics=True) as run:
+    with stage_run(params, "pretrain", logged=logged, system_metrics=True, tags={"start": how}) as run:
         epochs = pretrain(
             encoder=encoder, images=data.images, cfg=cfg, monitor=knn_monitor(data, cfg, params.seed),
             index=np.concatenate([data.split("labeled").index, data.split("unlabeled").index]),

@@ -50,6 +50,12 @@ class PretrainConfig(TrainingLength):
 
     method: str = Field(description="a method of pipeline.ssl.registry, e.g. simclr or vicreg, or none")
     batch_size: int = Field(ge=2)
+    warm_start: bool = Field(
+        description="continue from the encoder the last run left at paths.encoder (same architecture) for "
+        "warm_start_epochs, instead of training from scratch: new data costs a short schedule, and the "
+        "encoder then depends on the runs before"
+    )
+    warm_start_epochs: int = Field(ge=1, description="epochs of a warm start (no min_steps floor)")
     views_backend: Literal["tensor", "albumentations"] = Field(
         description="tensor: the views of whole batches at once (pipeline.ssl.views_batch); albumentations: "
         "image by image in the loader (pipeline.ssl.views, the reference)"

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.checkpoint import load_encoder, read_architecture
 from pipeline.compute import Compute
 from pipeline.config.pretrain import PretrainConfig, ViewPolicy
 from pipeline.data.store import Prepared
 from pipeline.datasets import Batched, Views, epoch_loader
 from pipeline.inference import encode
 from pipeline.metrics import effective_rank, knn_accuracy
-from pipeline.models import Encoder
+from pipeline.models import Architecture, Encoder
 from pipeline.runtime import LoopSetup
 from pipeline.schedules import warmup_cosine
 from pipeline.ssl.registry import NO_PRETRAINING, build_method, method_config
@@ -113,6 +115,28 @@ def pretrain_epochs(cfg: PretrainConfig, steps_per_epoch: int) -> int:
     least one)."""
     epochs = max(math.ceil(cfg.epochs), math.ceil(cfg.min_steps / steps_per_epoch))
     return max(1, min(epochs, cfg.max_steps // steps_per_epoch))
+
+
+def warm_start(
+    encoder: Encoder, arch: Architecture, cfg: PretrainConfig, previous: Path
+) -> tuple[PretrainConfig, str]:
+    """With `cfg.warm_start`, continue from the encoder a previous run left at `previous` (dvc.yaml persists
+    it) when it has the same architecture: its weights go into `encoder`, which keeps its own normalization
+    (this run's channel statistics), and the run trains `warm_start_epochs` epochs. Otherwise, or without
+    such a file, `encoder` stays as built. Returns the settings to train with and what was done, in words."""
+    if not cfg.warm_start:
+        return cfg, "from scratch"
+    if not previous.is_file():
+        return cfg, f"from scratch: pretrain.warm_start, but no previous encoder at {previous}"
+    found = read_architecture(previous)
+    if found != arch:
+        return cfg, f"from scratch: the encoder at {previous} is another architecture ({found}, not {arch})"
+    weights, _ = load_encoder(previous)
+    state = weights.state_dict()
+    state.update(mean=encoder.mean, std=encoder.std)
+    encoder.load_state_dict(state)
+    short = cfg.model_copy(update={"epochs": cfg.warm_start_epochs, "min_steps": 1})
+    return short, f"warm start from {previous}: {cfg.warm_start_epochs} epoch(s)"
 
 
 def pretrain(
