@@ -7,10 +7,10 @@ from pipeline.augment_batch import (
     OPS,
     BatchStrong,
     _equalize,
-    _flip_shift,
     _photometric,
     _sharpen,
 )
+from pipeline.augment_weak import _flip_shift
 from pipeline.config.student import StrongAugment
 
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import augment
-from pipeline.augment_batch import BatchStrong, BatchWeak
+from pipeline.augment_batch import BatchStrong
+from pipeline.augment_weak import BatchWeak
 from pipeline.checkpoint import load_classifier, load_encoder, read_architecture
 from pipeline.config.student import StrongAugment, StudentConfig
 from pipeline.data.store import Split

@@ -11,7 +11,7 @@ import numpy as np
 import torch.nn.functional as F
 
 from pipeline import augment
-from pipeline.augment_batch import BatchWeak
+from pipeline.augment_weak import BatchWeak
 from pipeline.config.teacher import TeacherConfig
 from pipeline.data.store import Split
 from pipeline.data.validation import stratified_folds
