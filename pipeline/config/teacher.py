@@ -38,7 +38,7 @@ class TeacherConfig(TrainingLength):
     dropout: float = Field(ge=0, lt=1)
     augment_backend: Literal["tensor", "albumentations"] = Field(
         description="the weak augmentation (flip + shift): tensor on whole batches in the loop "
-        "(pipeline.augment_batch), albumentations image by image in the loader (pipeline.augment)"
+        "(pipeline.augment_weak), albumentations image by image in the loader (pipeline.augment)"
     )
 
     @field_validator("candidates")
