@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +42,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, doc_header, write_doc  # noqa: E402
 
+from pipeline import artifacts  # noqa: E402
 from pipeline.checkpoint import save_model, save_round_model  # noqa: E402
 from pipeline.config.common import TEACHER_ROUND  # noqa: E402
 from pipeline.config.full import load_params  # noqa: E402
 from pipeline.data.demo import CLASSES, DEBIAN_IDX_DIR, export_demo, load_fashion_mnist  # noqa: E402
 from pipeline.data.store import load_prepared  # noqa: E402
-from pipeline.models import Architecture, build_classifier, build_encoder  # noqa: E402
+from pipeline.models import build_classifier, build_encoder, encoder_architecture  # noqa: E402
 
 
 def write_pool(folder: Path, n: int, images: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
@@ -83,13 +85,14 @@ def random_models(params_file: Path) -> None:
     params = load_params(params_file)
     store = load_prepared(params.paths.prepared)
     torch.manual_seed(params.seed)
-    arch = Architecture(params.data.channels, params.model.width, params.model.depth)
+    arch = encoder_architecture(params.model, params.data.channels, params.data.image_size)
     encoder = build_encoder(arch, store.stats["mean"], store.stats["std"])
-    save_model(Path(params.paths.encoder) / "encoder.pt", encoder, arch, config=params.model_dump(), epochs=0)
-    arch = Architecture(params.data.channels, params.model.width, params.model.depth, len(store.classes))
+    save_model(artifacts.encoder(params.paths), encoder, arch, config=params.model_dump(), epochs=0)
+    arch = replace(arch, num_classes=len(store.classes))
     model = build_classifier(arch, store.stats["mean"], store.stats["std"])
     model.encoder.load_state_dict(encoder.state_dict())
-    save_round_model(params.paths.rounds, TEACHER_ROUND, model, arch, store.classes, params.model_dump())
+    out = artifacts.round_model(params.paths, TEACHER_ROUND)
+    save_round_model(out, model, arch, store.classes, TEACHER_ROUND, params.model_dump())
 
 
 def run_stage(stage: list[str], params_file: Path, env: dict[str, str]) -> dict[str, float]:

@@ -15,10 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from pipeline.data.columns import Columns, StringLookup
 from pipeline.data.scan import ScannedFile
 from pipeline.data.store import DECODER, IMAGES, MANIFEST, ImageFile
 from pipeline.files import atomic_write
+
+HASH_SCHEMA = {"split": pa.string(), "path": pa.string(), "size": pa.int64(), "mtime_ns": pa.int64(),
+               "ctime_ns": pa.int64(), "sha256": pa.string()}  # fmt: skip
 
 
 class KnownHashes:
@@ -26,15 +31,18 @@ class KnownHashes:
 
     A file whose stat is unchanged is not read again: the check git and DVC use. The table stays out of the
     store, which is a DVC output, because stat times differ between clones; without it, every file is read.
+    Both the last run's table and this run's are columns, found by `StringLookup` (docs/scale.md).
     """
 
     def __init__(self, path: Path | None):
-        self.path, self.known, self.seen = path, {}, []
+        self.path, self.seen = path, Columns(HASH_SCHEMA)
+        self.known, self.stats, self.digests = None, np.zeros((0, 3), np.int64), None
         try:
             frame = pd.read_parquet(path)
-            columns = [frame[c].tolist() for c in ("split", "path", "size", "mtime_ns", "ctime_ns", "sha256")]
-            self.known = {(split, path): tuple(rest) for split, path, *rest in zip(*columns, strict=True)}
-        except (OSError, ValueError, AttributeError, TypeError):
+            self.stats = frame[["size", "mtime_ns", "ctime_ns"]].to_numpy(np.int64)
+            self.digests = frame["sha256"].array
+            self.known = StringLookup(frame["split"] + "/" + frame["path"])
+        except (OSError, ValueError, AttributeError, TypeError, KeyError):
             pass  # no table (or an unreadable one): read every file
 
     def stat(self, f: ScannedFile) -> tuple[int, int, int] | None:
@@ -48,17 +56,18 @@ class KnownHashes:
         return st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
     def digest(self, f: ScannedFile, stat: tuple[int, int, int] | None) -> str | None:
-        entry = self.known.get((f.split, f.path))
-        return entry[3] if stat is not None and entry is not None and entry[:3] == stat else None
+        row = self.known.find(f"{f.split}/{f.path}") if stat is not None and self.known is not None else None
+        return self.digests[row] if row is not None and tuple(self.stats[row].tolist()) == stat else None
 
     def record(self, f: ScannedFile, stat: tuple[int, int, int] | None, digest: str) -> None:
         if stat is not None:
-            self.seen.append((f.split, f.path, *stat, digest))
+            size, mtime_ns, ctime_ns = stat
+            self.seen.append({"split": f.split, "path": f.path, "size": size, "mtime_ns": mtime_ns,
+                              "ctime_ns": ctime_ns, "sha256": digest})  # fmt: skip
 
     def save(self) -> None:
         if self.path is not None:
-            columns = ["split", "path", "size", "mtime_ns", "ctime_ns", "sha256"]
-            frame = pd.DataFrame(self.seen, columns=columns)
+            frame = self.seen.frame()
             atomic_write(self.path, lambda p: frame.to_parquet(p, index=False))
 
 
@@ -66,8 +75,11 @@ class DecodeCache:
     """The previous store in `out_dir` by content hash: pixels (if made by `decoder`), first versions."""
 
     def __init__(self, out_dir: Path, decoder: str):
-        self.rows: dict[str, tuple] = {}  # sha256 -> (index, width, height, mode)
-        self.first_version: dict[str, str] = {}
+        self.rows: StringLookup | None = None  # sha256 -> row of `stored` and `modes`
+        self.stored = np.zeros((0, 3), np.int64)  # index, width, height of each stored image
+        self.modes = None
+        self.versions: StringLookup | None = None  # sha256 -> row of `known_versions`
+        self.known_versions = None
         self.images: ImageFile | None = None
         try:
             manifest = pd.read_parquet(out_dir / MANIFEST)
@@ -77,17 +89,20 @@ class DecodeCache:
             return  # no previous store (or an unreadable one): decode everything
         if "first_version" in manifest:  # a real version only; the first row of repeated bytes wins
             known = manifest[(manifest["sha256"] != "") & ~manifest["first_version"].isin(["", "untracked"])]
-            known = known.drop_duplicates("sha256")
-            self.first_version = dict(zip(known["sha256"], known["first_version"], strict=True))
+            self.versions, self.known_versions = StringLookup(known["sha256"]), known["first_version"].array
         if same_decoder:
-            stored = manifest[manifest["index"] >= 0].drop_duplicates("sha256")
-            columns = [stored[c].tolist() for c in ("sha256", "index", "width", "height", "mode")]
-            self.rows = {sha: tuple(rest) for sha, *rest in zip(*columns, strict=True)}
-            self.images = images
+            stored = manifest[manifest["index"] >= 0]
+            self.stored = stored[["index", "width", "height"]].to_numpy(np.int64)
+            self.modes, self.rows, self.images = stored["mode"].array, StringLookup(stored["sha256"]), images
+
+    def first_version(self, sha256: str, default: str) -> str:
+        """The data version in which these bytes first appeared, as the previous store recorded it."""
+        row = self.versions.find(sha256) if self.versions is not None else None
+        return default if row is None else self.known_versions[row]
 
     def get(self, sha256: str) -> tuple[np.ndarray, tuple[int, int], str] | None:
-        row = self.rows.get(sha256)
-        if row is None or self.images is None:
+        row = self.rows.find(sha256) if self.rows is not None and self.images is not None else None
+        if row is None:
             return None
-        index, width, height, mode = row
-        return self.images[index], (width, height), mode
+        index, width, height = self.stored[row].tolist()
+        return self.images[index], (width, height), self.modes[row]

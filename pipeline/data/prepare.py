@@ -20,34 +20,30 @@ The parts: scan.py lists the files, decode.py decodes them, writer.py writes the
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from tqdm import tqdm
 
 from pipeline.data.cache import DecodeCache, KnownHashes
+from pipeline.data.columns import Columns
 from pipeline.data.decode import decode_error_reason, decode_image, decoder_id
 from pipeline.data.scan import DataError, NotRegularFile, ScannedFile, is_utf8, scan_folder, shown_name
 from pipeline.data.store import CLASSES, DECODER, MANIFEST, STATS
 from pipeline.data.writer import StoreWriter, sibling_dir, staged_directory
 
 SPLITS = ("labeled", "unlabeled", "test")
-MANIFEST_COLUMNS = [
-    "split",
-    "path",
-    "label",
-    "sha256",
-    "width",
-    "height",
-    "mode",
-    "status",
-    "reason",
-    "index",
-    "first_version",
-]
+MANIFEST_SCHEMA = {
+    "split": pa.string(), "path": pa.string(), "label": pa.string(), "sha256": pa.string(),
+    "width": pa.int64(), "height": pa.int64(), "mode": pa.string(), "status": pa.string(),
+    "reason": pa.string(), "index": pa.int64(), "first_version": pa.string(),
+}  # fmt: skip
+MANIFEST_COLUMNS = list(MANIFEST_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -74,8 +70,10 @@ def prepare(
     and decoder.json. `versions` ({split: DVC hash of its folder}) fills `first_version` for bytes the
     previous store did not know. `file_hashes`: where to keep the file-stat cache (KnownHashes), if anywhere.
     """
-    files = [f for split in SPLITS for f in scan_folder(roots[split], split)]
-    classes = sorted({f.label for f in files if f.split == "labeled" and f.label})
+    # the unlabeled pool is walked while it is read (a million files are never all in memory at once)
+    labeled, unlabeled, test = (scan_folder(roots[split], split) for split in SPLITS)
+    labeled, test = list(labeled), list(test)
+    classes = sorted({f.label for f in labeled if f.label})
     if not classes:
         raise DataError(f"no class folders with images found in {roots['labeled']}")
     folders = [d.name for d in roots["labeled"].iterdir() if d.is_dir() and not d.name.startswith(".")]
@@ -87,7 +85,7 @@ def prepare(
     empty = sorted(set(folders) - set(classes))
     if empty:
         raise DataError(f"empty class folder(s) in {roots['labeled']}: {empty}; add images or remove them")
-    test_classes = sorted({f.label for f in files if f.split == "test" and f.label})
+    test_classes = sorted({f.label for f in test if f.label})
     unknown = sorted(set(test_classes) - set(classes))
     if unknown:
         raise DataError(f"test classes not in labeled: {unknown} (labeled has {classes})")
@@ -96,22 +94,22 @@ def prepare(
     previous = out_dir if out_dir.is_dir() else sibling_dir(out_dir, "old")  # "old": a swap was interrupted
     cache, versions = DecodeCache(previous, decoder), versions or {}
     known = KnownHashes(file_hashes)
-    columns: dict[str, list] = {c: [] for c in MANIFEST_COLUMNS}  # a million rows: lists, not dicts
+    columns = Columns(MANIFEST_SCHEMA)
     decoded = 0
     # a reader sees the old store or the new one, never a mix; refused (DataError): nothing is left
     with staged_directory(out_dir) as staging:
         store = StoreWriter(staging, image_size, channels)
+        files = itertools.chain(labeled, unlabeled, test)
         for f in tqdm(files, desc="prepare", unit="img", disable=not progress, mininterval=1.0):
             row, pixels = _read_file(f, known, cache, versions, image_size, channels)
             if pixels is not None:
                 decoded += row["decoded"]
                 row["index"] = store.append(pixels)
-            for column, values in columns.items():
-                values.append(row[column])
+            columns.append(row)
         store.finish()
         del cache  # close the previous store's file before it is replaced
 
-        manifest = pd.DataFrame(columns, columns=MANIFEST_COLUMNS)
+        manifest = columns.frame()
         del columns
         _mark_duplicates_and_leaks(manifest)
         usable = manifest[(manifest["split"] == "labeled") & (manifest["status"] == "ok")]["label"]
@@ -121,10 +119,10 @@ def prepare(
                 f"class(es) {unusable} have no usable labeled image (each needs at least one; see the "
                 f"reasons: {manifest[manifest['label'].isin(unusable)]['reason'].unique().tolist()[:3]})"
             )
-        train = manifest[(manifest["status"] == "ok") & manifest["split"].isin(["labeled", "unlabeled"])]
-        if train.empty:
+        train = (manifest["status"] == "ok") & manifest["split"].isin(["labeled", "unlabeled"])
+        if not train.any():
             raise DataError("no usable labeled or unlabeled image: nothing to train on")
-        stats = store.channel_stats(train["index"].to_numpy())
+        stats = store.channel_stats(manifest.loc[train, "index"].to_numpy())
         manifest.to_parquet(staging / MANIFEST, index=False)
         (staging / DECODER).write_text(json.dumps({"decoder": decoder}) + "\n")
         (staging / CLASSES).write_text(json.dumps(classes, indent=1) + "\n")
@@ -175,7 +173,7 @@ def _read_file(
         digest = hashlib.sha256(raw).hexdigest()
         cached = cache.get(digest)
     known.record(f, stat, digest)
-    row.update(sha256=digest, first_version=cache.first_version.get(digest, versions.get(f.split, "")))
+    row.update(sha256=digest, first_version=cache.first_version(digest, versions.get(f.split, "")))
     if cached is not None:
         pixels, (w, h), mode = cached
     else:
@@ -187,21 +185,28 @@ def _read_file(
 
 
 def _mark_duplicates_and_leaks(manifest: pd.DataFrame) -> None:
+    """Mark training rows whose bytes are a test image's (leak) or an earlier training row's (duplicate).
+
+    Column by column, never a copy of the frame: at a million rows each copy would cost hundreds of MB.
+    """
+    sha, split = manifest["sha256"], manifest["split"]
     ok = manifest["status"] == "ok"
-    test_hashes = set(manifest.loc[ok & (manifest["split"] == "test"), "sha256"])
-    train = ok & manifest["split"].isin(["labeled", "unlabeled"])
-    leak = train & manifest["sha256"].isin(test_hashes)
+    train = ok & split.isin(["labeled", "unlabeled"])
+    leak = train & sha.isin(sha[ok & (split == "test")].unique())
     manifest.loc[leak, ["status", "reason"]] = ["leak", "same bytes as a test image"]
     # Labeled rows come first, so an unlabeled copy of a labeled image is also a duplicate.
-    ok = manifest["status"] == "ok"
-    train = ok & manifest["split"].isin(["labeled", "unlabeled"])
-    dup = train & manifest.loc[train].duplicated("sha256", keep="first").reindex(
-        manifest.index, fill_value=False
-    )
-    first = manifest.loc[train].drop_duplicates("sha256").set_index("sha256")
-    for i in manifest.index[dup]:
-        orig = first.loc[manifest.at[i, "sha256"]]
-        manifest.loc[i, ["status", "reason"]] = ["duplicate", f"same bytes as {orig['split']}/{orig['path']}"]
+    train &= ~leak
+    train_sha = sha[train]
+    repeated = train_sha.duplicated(keep="first")
+    if not repeated.any():
+        return
+    firsts = train_sha[~repeated]
+    first_row = pd.Series(firsts.index, index=firsts.to_numpy(object))
+    dup = train_sha.index[repeated.to_numpy()]
+    orig = first_row.loc[sha[dup].to_numpy(object)].to_numpy()
+    shown = (split[orig] + "/" + manifest["path"][orig]).to_numpy(object)
+    manifest.loc[dup, "status"] = "duplicate"
+    manifest.loc[dup, "reason"] = [f"same bytes as {name}" for name in shown]
 
 
 def print_report(result: PrepareResult, shown: int = 10) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,15 +68,18 @@ class ScannedFile:
         return read_regular(self.full)
 
 
-def scan_folder(root: Path, split: str) -> list[ScannedFile]:
-    """List files under a split folder in sorted order; labeled/test take the class from the first folder.
+def scan_folder(root: Path, split: str) -> Iterator[ScannedFile]:
+    """The files under a split folder in sorted order, as the walk finds them; labeled/test take the class
+    from the first folder. A missing folder is an error at once, before any file is listed.
 
     Plain strings rather than pathlib per file: scanning is a large share of an incremental prepare.
     """
     if not root.is_dir():
         raise DataError(f"{split} folder not found: {root}")
-    files = []
-    top = os.fspath(root)
+    return _walk(os.fspath(root), split)
+
+
+def _walk(top: str, split: str) -> Iterator[ScannedFile]:
     for dirpath, dirnames, filenames in os.walk(top):
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, top).replace(os.sep, "/")
@@ -86,10 +90,9 @@ def scan_folder(root: Path, split: str) -> list[ScannedFile]:
             rel = f"{rel_dir}/{name}" if rel_dir else name
             full = os.path.join(dirpath, name)
             if is_utf8(rel):
-                files.append(ScannedFile(split, rel, label, full))
+                yield ScannedFile(split, rel, label, full)
             else:  # shown with its bytes escaped; quarantined by prepare
-                files.append(ScannedFile(split, shown_name(rel), "", full, valid_name=False))
-    return files
+                yield ScannedFile(split, shown_name(rel), "", full, valid_name=False)
 
 
 def is_utf8(name: str) -> bool:

@@ -97,8 +97,9 @@ class Split:
 
     index: np.ndarray  # (N,) int64 rows of images.npy
     labels: np.ndarray  # (N,) int64
-    sha256: np.ndarray  # (N,) str
-    paths: np.ndarray  # (N,) str, relative to the split folder
+    # (N,) str each, Arrow-backed when loaded: 64 bytes a hash, where a numpy '<U64' takes 256
+    sha256: np.ndarray | pd.api.extensions.ExtensionArray
+    paths: np.ndarray | pd.api.extensions.ExtensionArray  # relative to the split folder
 
     def subset(self, mask: np.ndarray) -> Split:
         """The images where `mask` (a boolean array, or row positions) holds, in order."""
@@ -113,14 +114,14 @@ class Prepared:
     stats: dict[str, list[float]]  # per-channel mean and std in [0, 1]
 
     def split(self, name: str) -> Split:
-        rows = self.manifest[(self.manifest["split"] == name) & (self.manifest["status"] == "ok")]
-        class_index = {c: i for i, c in enumerate(self.classes)}
-        labels = np.array([class_index.get(c, -1) for c in rows["label"]], dtype=np.int64)
+        manifest = self.manifest
+        rows = ((manifest["split"] == name) & (manifest["status"] == "ok")).to_numpy()
+        labels = pd.Categorical(manifest["label"][rows], categories=self.classes).codes  # -1: none
         return Split(
-            index=rows["index"].to_numpy(np.int64),
-            labels=labels,
-            sha256=rows["sha256"].to_numpy(str),
-            paths=rows["path"].to_numpy(str),
+            index=manifest["index"].to_numpy(np.int64)[rows],
+            labels=labels.astype(np.int64),
+            sha256=manifest["sha256"].array[rows],
+            paths=manifest["path"].array[rows],
         )
 
 

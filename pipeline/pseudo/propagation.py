@@ -37,14 +37,19 @@ def knn_affinity(features: torch.Tensor, k: int, gamma: float, max_block: int = 
         top, index = sims.topk(k, dim=1)
         values.append(top.clamp_min(0) ** gamma)
         neighbours.append(index)
-    rows = torch.arange(n).repeat_interleave(k)
-    edges = torch.stack([rows, torch.cat(neighbours).flatten()])
+    # Each intermediate is dropped once used: the graph holds k edges a row in both directions, and at a
+    # million images every copy of it costs about a gigabyte (docs/scale.md).
+    edges = torch.stack([torch.arange(n).repeat_interleave(k), torch.cat(neighbours).flatten()])
+    del neighbours
     a = torch.sparse_coo_tensor(edges, torch.cat(values).flatten(), (n, n), check_invariants=True)
+    del edges, values
     w = (a + a.t()).coalesce()
+    del a
     d_inv_sqrt = torch.sparse.sum(w, dim=1).to_dense().clamp_min(1e-12).rsqrt()
     i, j = w.indices()
     values = w.values() * d_inv_sqrt[i] * d_inv_sqrt[j]
-    return torch.sparse_coo_tensor(w.indices(), values, (n, n), check_invariants=True).coalesce()
+    # w's indices are already coalesced (sorted, unique): no second sort
+    return torch.sparse_coo_tensor(w.indices(), values, (n, n), check_invariants=True, is_coalesced=True)
 
 
 def conjugate_gradient(matvec, b: torch.Tensor, iterations: int, tolerance: float = 1e-6) -> torch.Tensor:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.data.store import Split
 from pipeline.metrics import fpr_at_tpr, ood_auroc
@@ -102,28 +104,38 @@ def pseudo_label_stats(table: pd.DataFrame, classes: list[str], truth: pd.Series
     counts = accepted["pseudo_label"].value_counts()
     for c in classes:
         stats[f"pl/count/{c}"] = float(counts.get(c, 0))
-    known = accepted[accepted["path"].isin(truth.index)]
-    if len(known):
-        stats["pl/precision"] = float(
-            (known["pseudo_label"].to_numpy() == truth.loc[known["path"]].to_numpy()).mean()
-        )
-    in_pool = table[table["path"].isin(truth.index)]
+    true_label = truth_of(table["path"], truth)
+    known = table["accepted"].to_numpy() & (true_label != "")
+    if known.any():
+        stats["pl/precision"] = float((table["pseudo_label"].to_numpy()[known] == true_label[known]).mean())
+    has_truth = true_label != ""
+    in_pool = table[has_truth]
     if len(in_pool):
         stats["pl/teacher_pool_accuracy"] = float(
-            (in_pool["pseudo_label"].to_numpy() == truth.loc[in_pool["path"]].to_numpy()).mean()
+            (in_pool["pseudo_label"].to_numpy() == true_label[has_truth]).mean()
         )
-    stats.update(ood_truth_stats(in_pool, truth, classes))
+    stats.update(ood_truth_stats(in_pool, true_label[has_truth], classes))
     return stats
 
 
-def ood_truth_stats(table: pd.DataFrame, truth: pd.Series, classes: list[str]) -> dict[str, float]:
+def truth_of(paths: pd.Series, truth: pd.Series) -> np.ndarray:
+    """The analysis label of each path ('' where not known), matched in Arrow (pyarrow.compute.index_in):
+    a pool of a million paths is not turned into a million Python strings to look them up."""
+    if truth.empty:
+        return np.full(len(paths), "", dtype=object)
+    position = pc.index_in(pa.array(paths, pa.string()), value_set=pa.array(truth.index, pa.string()))
+    labels = np.append(truth.to_numpy(object), "")  # position -1 (not found): ''
+    return labels[position.fill_null(-1).to_numpy()]
+
+
+def ood_truth_stats(table: pd.DataFrame, true_label: np.ndarray, classes: list[str]) -> dict[str, float]:
     """How well the OOD filter found the pool images whose analysis label is not one of `classes`.
 
     ood/auroc and ood/fpr95 rate the score itself, ood/recall and ood/false_rejection the calibrated decision.
     Empty when the analysis labels name no such image (no OOD truth to compare with); without in-distribution
     images (a pool that is all OOD) only the decision's keys, as the score has nothing to be ranked against.
     """
-    is_ood = ~truth.loc[table["path"]].isin(classes).to_numpy()
+    is_ood = ~np.isin(true_label, classes)
     if not is_ood.any():
         return {}
     scores, kept = table["ood_score"].to_numpy(), table["in_distribution"].to_numpy()

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,19 @@ TRAINING_COLUMNS = [
 
 def read_training_table(path: str | Path) -> pd.DataFrame:
     """The columns of a round's table that `training_targets` uses: not the hashes, paths and reasons, which
-    for a pool of a million images would take hundreds of MB for nothing (docs/scale.md)."""
-    return pd.read_parquet(path, columns=TRAINING_COLUMNS)
+    for a pool of a million images would take hundreds of MB for nothing (docs/scale.md). The soft labels
+    stay one Arrow column rather than becoming a numpy array per image."""
+    table = pq.read_table(path, columns=TRAINING_COLUMNS)
+    return table.to_pandas(types_mapper=lambda t: pd.ArrowDtype(t) if pa.types.is_list(t) else None)
+
+
+def soft_labels(column: pd.Series, num_classes: int) -> np.ndarray:
+    """(N, C) float32 targets from a column of per-image probability lists (Arrow-backed, or numpy arrays)."""
+    if len(column) == 0:
+        return np.zeros((0, num_classes), np.float32)
+    if isinstance(column.dtype, pd.ArrowDtype):
+        return pa.array(column).flatten().to_numpy().reshape(len(column), num_classes)
+    return np.stack(column.to_numpy())
 
 
 def training_targets(table: pd.DataFrame, classes: list[str], hard: bool) -> PseudoLabeled:
@@ -47,7 +60,7 @@ def training_targets(table: pd.DataFrame, classes: list[str], hard: bool) -> Pse
             pool["pseudo_label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
         ]
     else:
-        targets = np.stack(pool["soft_label"].to_numpy()) if len(pool) else np.zeros((0, len(classes)))
+        targets = soft_labels(pool["soft_label"], len(classes))
     return PseudoLabeled(
         pool["index"].to_numpy(np.int64), targets, pool["weight"].to_numpy(), pool["ood_weight"].to_numpy()
     )
