@@ -39,12 +39,16 @@ def knn_affinity(features: torch.Tensor, k: int, gamma: float, max_block: int = 
         neighbours.append(index)
     # Each intermediate is dropped once used: the graph holds k edges a row in both directions, and at a
     # million images every copy of it costs about a gigabyte (docs/scale.md).
-    edges = torch.stack([torch.arange(n).repeat_interleave(k), torch.cat(neighbours).flatten()])
+    # W = A + A^T in one coalesce of both edge directions: an (i, j) in both sums its two values, a + b
+    # being b + a, so the graph is the same to the bit as adding the two sparse tensors
+    rows, cols = torch.arange(n).repeat_interleave(k), torch.cat(neighbours).flatten()
     del neighbours
-    a = torch.sparse_coo_tensor(edges, torch.cat(values).flatten(), (n, n), check_invariants=True)
+    edges = torch.stack([torch.cat([rows, cols]), torch.cat([cols, rows])])
+    del rows, cols
+    values = torch.cat(values).flatten()
+    w = torch.sparse_coo_tensor(edges, torch.cat([values, values]), (n, n), check_invariants=True)
     del edges, values
-    w = (a + a.t()).coalesce()
-    del a
+    w = w.coalesce()
     d_inv_sqrt = torch.sparse.sum(w, dim=1).to_dense().clamp_min(1e-12).rsqrt()
     i, j = w.indices()
     values = w.values() * d_inv_sqrt[i] * d_inv_sqrt[j]
