@@ -36,9 +36,10 @@ class KnownHashes:
 
     def __init__(self, path: Path | None):
         self.path, self.seen = path, Columns(HASH_SCHEMA)
-        self.known, self.stats, self.digests = None, np.zeros((0, 3), np.int64), None
+        self.known: StringLookup | None = None  # split/path -> row of `stats` and `digests`
+        self.stats, self.digests = np.zeros((0, 3), np.int64), pd.array([], dtype="str")
         try:
-            frame = pd.read_parquet(path)
+            frame = usable_rows(pd.read_parquet(path), list(HASH_SCHEMA))
             self.stats = frame[["size", "mtime_ns", "ctime_ns"]].to_numpy(np.int64)
             self.digests = frame["sha256"].array
             self.known = StringLookup(frame["split"] + "/" + frame["path"])
@@ -77,23 +78,32 @@ class DecodeCache:
     def __init__(self, out_dir: Path, decoder: str):
         self.rows: StringLookup | None = None  # sha256 -> row of `stored` and `modes`
         self.stored = np.zeros((0, 3), np.int64)  # index, width, height of each stored image
-        self.modes = None
+        self.modes = pd.array([], dtype="str")
         self.versions: StringLookup | None = None  # sha256 -> row of `known_versions`
-        self.known_versions = None
+        self.known_versions = pd.array([], dtype="str")
         self.images: ImageFile | None = None
         try:
             manifest = pd.read_parquet(out_dir / MANIFEST)
             same_decoder = json.loads((out_dir / DECODER).read_text())["decoder"] == decoder
             images = ImageFile(out_dir / IMAGES)
-        except (OSError, ValueError, KeyError):
-            return  # no previous store (or an unreadable one): decode everything
-        if "first_version" in manifest:  # a real version only; the first row of repeated bytes wins
-            known = manifest[(manifest["sha256"] != "") & ~manifest["first_version"].isin(["", "untracked"])]
-            self.versions, self.known_versions = StringLookup(known["sha256"]), known["first_version"].array
-        if same_decoder:
-            stored = manifest[manifest["index"] >= 0]
-            self.stored = stored[["index", "width", "height"]].to_numpy(np.int64)
-            self.modes, self.rows, self.images = stored["mode"].array, StringLookup(stored["sha256"]), images
+            if "first_version" in manifest:  # a real version only; the first row of repeated bytes wins
+                known = usable_rows(manifest, ["sha256", "first_version"])
+                known = known[(known["sha256"] != "") & ~known["first_version"].isin(["", "untracked"])]
+                self.versions, self.known_versions = (
+                    StringLookup(known["sha256"]),
+                    known["first_version"].array,
+                )
+            if same_decoder:
+                stored = usable_rows(manifest, STORED_COLUMNS)
+                stored = stored[stored["index"] >= 0]
+                self.stored = stored[["index", "width", "height"]].to_numpy(np.int64)
+                self.modes, self.rows, self.images = (
+                    stored["mode"].array,
+                    StringLookup(stored["sha256"]),
+                    images,
+                )
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # no previous store (or an unreadable one): decode what it cannot give
 
     def first_version(self, sha256: str, default: str) -> str:
         """The data version in which these bytes first appeared, as the previous store recorded it."""
@@ -106,3 +116,12 @@ class DecodeCache:
             return None
         index, width, height = self.stored[row].tolist()
         return self.images[index], (width, height), self.modes[row]
+
+
+STORED_COLUMNS = ["sha256", "index", "width", "height", "mode"]  # what the cache reuses of a stored image
+
+
+def usable_rows(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The rows of a table from an earlier run with every one of `columns` present and not null: a damaged
+    row is not trusted (its file is read or decoded again), and a missing column raises KeyError."""
+    return frame[frame[columns].notna().all(axis=1)]

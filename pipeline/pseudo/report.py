@@ -78,6 +78,9 @@ def read_analysis_labels(path: str | Path) -> pd.Series:
     missing = {"path", "label"} - set(frame.columns)
     if missing:
         raise ValueError(f"{path}: analysis file needs columns path,label; missing {sorted(missing)}")
+    repeated = frame["path"][frame["path"].duplicated()].unique().tolist()
+    if repeated:
+        raise ValueError(f"{path}: a path may have one label; repeated: {repeated[:3]}")
     return frame.dropna(subset=["label"]).set_index("path")["label"]  # an empty label: not known
 
 

@@ -41,11 +41,13 @@ def read_training_table(path: str | Path) -> pd.DataFrame:
 
 
 def soft_labels(column: pd.Series, num_classes: int) -> np.ndarray:
-    """(N, C) float32 targets from a column of per-image probability lists (Arrow-backed, or numpy arrays)."""
+    """(N, C) targets, in the stored float type, from a column of per-image probability lists (Arrow-backed,
+    or numpy arrays). A missing value stays NaN, for the student's finite-loss check to name."""
     if len(column) == 0:
         return np.zeros((0, num_classes), np.float32)
     if isinstance(column.dtype, pd.ArrowDtype):
-        return pa.array(column).flatten().to_numpy().reshape(len(column), num_classes)
+        flat = pa.array(column).flatten().to_numpy(zero_copy_only=False)  # a null (NaN in parquet) -> NaN
+        return flat.reshape(len(column), num_classes)
     return np.stack(column.to_numpy())
 
 

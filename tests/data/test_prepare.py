@@ -162,3 +162,22 @@ def test_unchanged_files_are_not_read_again_and_a_changed_file_is(fixture_data, 
     monkeypatch.undo()
     prepare(roots(fixture_data), tmp_path / "scratch", 28, 1, progress=False)
     assert tree_digest(tmp_path / "prepared") == tree_digest(tmp_path / "scratch")
+
+
+def test_damaged_rows_of_the_last_run_are_read_again_and_the_store_equals_a_fresh_one(fixture_data, tmp_path):
+    hashes, out = tmp_path / "local" / "file_hashes.parquet", tmp_path / "prepared"
+    prepare(roots(fixture_data), out, 28, 1, progress=False, file_hashes=hashes)
+    table = pd.read_parquet(hashes).astype({"sha256": object})
+    table.loc[0, "sha256"] = None  # a null hash: the file is read again, not looked up by NaN
+    table.to_parquet(hashes, index=False)
+    manifest = pd.read_parquet(out / "manifest.parquet").astype({"width": float, "mode": object})
+    stored = manifest.index[manifest["index"] >= 0]
+    manifest.loc[stored[0], "width"] = np.nan  # would have become -2**63 in the new manifest
+    manifest.loc[stored[1], "mode"] = None
+    manifest.loc[stored[2], "first_version"] = None
+    manifest.to_parquet(out / "manifest.parquet", index=False)
+
+    again = prepare(roots(fixture_data), out, 28, 1, progress=False, file_hashes=hashes)
+    assert again.decoded == 2  # the rows without width or mode; a missing first version is only a version
+    prepare(roots(fixture_data), tmp_path / "scratch", 28, 1, progress=False)
+    assert tree_digest(out) == tree_digest(tmp_path / "scratch")

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from pipeline.data.store import Split
-from pipeline.pseudo.report import pseudo_label_stats, pseudo_label_table
+from pipeline.pseudo.report import pseudo_label_stats, pseudo_label_table, read_analysis_labels
 from pipeline.pseudo.select import select_pseudo_labels
 from pipeline.pseudo.targets import read_training_table, training_targets
 
@@ -77,3 +77,17 @@ def test_the_student_reads_only_training_columns_and_gets_the_same_targets(tmp_p
     expected, got = training_targets(table, CLASSES, hard), training_targets(read, CLASSES, hard)
     assert np.array_equal(got.index, expected.index) and np.array_equal(got.weights, expected.weights)
     assert np.allclose(got.targets, expected.targets) and len(got.index) > 0
+
+
+def test_a_missing_soft_label_value_reaches_the_student_as_nan_not_a_crash(tmp_path):
+    table = round_table()
+    table.at[0, "soft_label"] = np.array([np.nan, 0.8], np.float32)  # parquet stores the NaN as a null
+    table.to_parquet(tmp_path / "r1.parquet", index=False)
+    targets = training_targets(read_training_table(tmp_path / "r1.parquet"), CLASSES, hard=False).targets
+    assert np.isnan(targets[0, 0]) and targets[0, 1] == pytest.approx(0.8)  # the finite-loss check names it
+
+
+def test_an_analysis_file_naming_a_path_twice_is_refused(tmp_path):
+    (tmp_path / "analysis.csv").write_text("path,label\na.png,cat\nb.png,dog\na.png,dog\n")
+    with pytest.raises(ValueError, match=r"analysis.csv: a path may have one label; repeated: \['a.png'\]"):
+        read_analysis_labels(tmp_path / "analysis.csv")
