@@ -14,6 +14,7 @@ Then the real stage scripts run on it, each in its own process, timed, with its 
     python bench/scale.py                      # 10k, 100k, 1M: about 25 minutes, 2 GB of disk at 1M
     python bench/scale.py --sizes 10000 --keep-others        # measure 10k again, keep the other rows
     python bench/scale.py --sizes 2000 --out /tmp/scale --doc /tmp/scale.md --results /tmp/scale.json  # smoke
+    python bench/scale.py --set pseudolabel.propagation.weight=0 --doc ... --results ...  # another setting
 
 Each size's result goes to --results (committed beside the doc); the table shows every size there.
 """
@@ -64,8 +65,17 @@ def write_pool(folder: Path, n: int, images: np.ndarray, labels: np.ndarray) -> 
     return pd.DataFrame(rows, columns=["path", "label"])
 
 
-def size_params(out: Path, n: int) -> Path:
+def size_params(out: Path, n: int, overrides: list[str]) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for item in overrides:  # KEY=VALUE, a dotted key of params.yaml and a YAML value
+        key, value = item.split("=", 1)
+        *parents, last = key.split(".")
+        section = params
+        for name in parents:
+            section = section[name]
+        if last not in section:
+            raise SystemExit(f"--set {item}: params.yaml has no key {key}")
+        section[last] = yaml.safe_load(value)
     data = {"labeled": "data/labeled", "unlabeled": "data/unlabeled", "test": "data/test",
             "analysis": "data/analysis.csv"}  # fmt: skip
     for key in params["paths"]:
@@ -118,7 +128,7 @@ def measure(n: int, args, train: tuple[np.ndarray, np.ndarray]) -> dict:
     analysis = write_pool(out / "data" / "unlabeled", n, *train)
     analysis.to_csv(out / "data" / "analysis.csv", index=False)
     write_seconds = time.perf_counter() - write_start
-    params_file = size_params(out, n)
+    params_file = size_params(out, n, args.set)
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(ROOT),
            "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}", "PIPELINE_ID": f"scale-{n}"}  # fmt: skip
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
@@ -179,8 +189,10 @@ def main() -> None:
     parser.add_argument(
         "--keep-others", action="store_true", help="keep the other sizes' results in --results"
     )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a params.yaml value")
     args = parser.parse_args()
     command = "python bench/scale.py"  # the table may hold sizes of several runs: the default makes them all
+    command += "".join(f" --set {item}" for item in args.set)
     train = load_fashion_mnist(args.idx_dir)["train"]
     kept = json.loads(args.results.read_text()) if args.keep_others and args.results.is_file() else []
     results = [r for r in kept if r["n"] not in args.sizes]
