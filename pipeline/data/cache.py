@@ -89,19 +89,14 @@ class DecodeCache:
             if "first_version" in manifest:  # a real version only; the first row of repeated bytes wins
                 known = usable_rows(manifest, ["sha256", "first_version"])
                 known = known[(known["sha256"] != "") & ~known["first_version"].isin(["", "untracked"])]
-                self.versions, self.known_versions = (
-                    StringLookup(known["sha256"]),
-                    known["first_version"].array,
-                )
+                self.versions = StringLookup(known["sha256"])
+                self.known_versions = known["first_version"].array
             if same_decoder:
                 stored = usable_rows(manifest, STORED_COLUMNS)
                 stored = stored[stored["index"] >= 0]
                 self.stored = stored[["index", "width", "height"]].to_numpy(np.int64)
-                self.modes, self.rows, self.images = (
-                    stored["mode"].array,
-                    StringLookup(stored["sha256"]),
-                    images,
-                )
+                self.modes, self.rows = stored["mode"].array, StringLookup(stored["sha256"])
+                self.images = images
         except (OSError, ValueError, KeyError, TypeError):
             return  # no previous store (or an unreadable one): decode what it cannot give
 
