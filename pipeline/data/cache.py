@@ -39,7 +39,7 @@ class KnownHashes:
         self.known: StringLookup | None = None  # split/path -> row of `stats` and `digests`
         self.stats, self.digests = np.zeros((0, 3), np.int64), pd.array([], dtype="str")
         try:
-            frame = usable_rows(pd.read_parquet(path), list(HASH_SCHEMA))
+            frame = pd.read_parquet(path).dropna(subset=list(HASH_SCHEMA))  # a damaged row: read again
             self.stats = frame[["size", "mtime_ns", "ctime_ns"]].to_numpy(np.int64)
             self.digests = frame["sha256"].array
             self.known = StringLookup(frame["split"] + "/" + frame["path"])
@@ -87,12 +87,13 @@ class DecodeCache:
             same_decoder = json.loads((out_dir / DECODER).read_text())["decoder"] == decoder
             images = ImageFile(out_dir / IMAGES)
             if "first_version" in manifest:  # a real version only; the first row of repeated bytes wins
-                known = usable_rows(manifest, ["sha256", "first_version"])
+                known = manifest.dropna(subset=["sha256", "first_version"])
                 known = known[(known["sha256"] != "") & ~known["first_version"].isin(["", "untracked"])]
                 self.versions = StringLookup(known["sha256"])
                 self.known_versions = known["first_version"].array
             if same_decoder:
-                stored = usable_rows(manifest, STORED_COLUMNS)
+                # a row with a damaged field (null) is not reused: its file is decoded again
+                stored = manifest.dropna(subset=["sha256", "index", "width", "height", "mode"])
                 stored = stored[stored["index"] >= 0]
                 self.stored = stored[["index", "width", "height"]].to_numpy(np.int64)
                 self.modes, self.rows = stored["mode"].array, StringLookup(stored["sha256"])
@@ -111,12 +112,3 @@ class DecodeCache:
             return None
         index, width, height = self.stored[row].tolist()
         return self.images[index], (width, height), self.modes[row]
-
-
-STORED_COLUMNS = ["sha256", "index", "width", "height", "mode"]  # what the cache reuses of a stored image
-
-
-def usable_rows(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """The rows of a table from an earlier run with every one of `columns` present and not null: a damaged
-    row is not trusted (its file is read or decoded again), and a missing column raises KeyError."""
-    return frame[frame[columns].notna().all(axis=1)]
