@@ -48,6 +48,10 @@ class PropagationConfig(Section):
     )
     k: int = Field(ge=1, description="neighbours per image in the graph")
     alpha: float = Field(gt=0, lt=1, description="how far labels spread along the graph (Zhou et al.: 0.99)")
+    exact_max: int = Field(
+        ge=1, description="up to this many images the graph's neighbour search is exact (time N^2); beyond, "
+        "an inverted-file search (pipeline.pseudo.neighbours)"
+    )  # fmt: skip
 
 
 class PseudolabelConfig(Section):

@@ -178,24 +178,25 @@ def ood_scores(
     seed: int,
     graph_k: int,
     alpha: float,
+    exact_max: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores of the pool and held-out scores of the labeled images, for one `method`.
 
     *_features: (N, D) the features the method works in (the teacher's encoder for msp / energy /
-    mahalanobis, the SSL encoder for knn and propagation); graph_k, alpha: propagation's graph. One scorer
-    makes both sets of scores, so the threshold is in the units of the pool's: fitted on every labeled image
-    for the pool, and on the other folds for each held-out fold. For msp and energy the scorer is a
-    softmax-regression head on those features rather than the teacher's own head, which was trained on every
-    labeled image (its scores on them are optimistic) with a recipe that cross-fitting could not repeat
+    mahalanobis, the SSL encoder for knn and propagation); graph_k, alpha, exact_max: propagation's graph.
+    One scorer makes both sets of scores, so the threshold is in the units of the pool's: fitted on every
+    labeled image for the pool, and on the other folds for each held-out fold. For msp and energy the scorer
+    is a softmax-regression head on those features rather than the teacher's own head, which was trained on
+    every labeled image (its scores on them are optimistic) with a recipe that cross-fitting could not repeat
     exactly.
     """
     if method == "knn":  # leave-one-out is exact and cheap here: each image skips only itself
         pool = knn_distance(pool_features, labeled_features, k)
         return pool, knn_distance(labeled_features, labeled_features, k, exclude_self=True)
     if method == "propagation":
-        fold_of, graph_k = stratified_folds(labels, folds, seed), min(graph_k, len(pool_features))
+        fold_of = stratified_folds(labels, folds, seed)
         return label_mass_scores(
-            labeled_features, labels, pool_features, num_classes, fold_of, graph_k, alpha
+            labeled_features, labels, pool_features, num_classes, fold_of, graph_k, alpha, exact_max
         )
     if method == "mahalanobis":
 

@@ -167,7 +167,7 @@ def filter_ood(
 ) -> OODDecision:
     """Score the pool (features from `predict_pool`) by `cfg.method` against the labeled images' features in
     the same space, and calibrate the threshold on held-out labeled scores (pipeline.pseudo.ood). Method
-    `none` keeps every image; `propagation` uses `graph`'s k and alpha."""
+    `none` keeps every image; `propagation` uses `graph`'s k, alpha and exact_max."""
     if cfg.method == "none":
         return OODDecision(np.zeros(len(pool_features)), np.zeros(0), float("inf"))
     if cfg.method in EMBEDDING_METHODS:
@@ -176,7 +176,7 @@ def filter_ood(
         _, reference = predict(teacher, images, labeled.index, batch_size, compute)
     scores, held_out = ood_scores(
         cfg.method, pool_features, reference, labeled.labels, num_classes, cfg.k, cfg.shrinkage, cfg.folds,
-        seed, graph.k, graph.alpha,
+        seed, graph.k, graph.alpha, graph.exact_max,
     )  # fmt: skip
     separation = ood_auroc(held_out, scores)
     return OODDecision(
@@ -218,7 +218,7 @@ def propagate_pool(
     if cfg.weight == 0:
         return probs
     propagated = label_propagation(
-        labeled_features, labels, pool_features, probs.shape[1], min(cfg.k, len(pool_features)), cfg.alpha
+        labeled_features, labels, pool_features, probs.shape[1], cfg.k, cfg.alpha, cfg.exact_max
     ).astype(np.float64)
     sharpened = propagated ** (1 / cfg.temperature)
     sharpened /= sharpened.sum(axis=1, keepdims=True)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pipeline.pseudo.neighbours import nearest_neighbours
 
-def knn_affinity(features: torch.Tensor, k: int, gamma: float, max_block: int = 2**26) -> torch.Tensor:
+
+def knn_affinity(features: torch.Tensor, k: int, gamma: float, exact_max: int) -> torch.Tensor:
     """The symmetric normalized affinity of a kNN graph, sparse (N, N):
 
         A_ij = [cos(v_i, v_j)]_+ ^ gamma   for j among the k nearest neighbours of i (i itself excluded)
@@ -22,30 +24,22 @@ def knn_affinity(features: torch.Tensor, k: int, gamma: float, max_block: int = 
         features: (N, d) image features, any scale (compared by cosine).
         k: neighbours per image (k < N).
         gamma: power that sharpens the similarities (Iscen et al. use 3).
-        max_block: similarities held at once (2**26: 256 MiB), so memory stays flat in N; the search is
-            exact, so time grows as N^2.
+        exact_max: up to this many images the neighbours are exact (time N^2); beyond, an inverted-file
+            search finds most of them in near-linear time (pipeline.pseudo.neighbours).
     """
-    assert 0 < k < len(features), f"k={k} neighbours need more than {len(features)} images"
     x = torch.nn.functional.normalize(features.float(), dim=1)
     n = len(x)
-    chunk = max(1, min(n, max_block // n))
-    values, neighbours = [], []
-    for start in range(0, n, chunk):  # (chunk, N) similarities at a time
-        sims = x[start : start + chunk] @ x.T
-        rows = torch.arange(len(sims))
-        sims[rows, rows + start] = -2.0  # never its own neighbour
-        top, index = sims.topk(k, dim=1)
-        values.append(top.clamp_min(0) ** gamma)
-        neighbours.append(index)
+    top, cols = nearest_neighbours(x, k, exact_max)
+    values = top.clamp_min(0).flatten() ** gamma
+    cols = cols.flatten()
+    del top
     # Each intermediate is dropped once used: the graph holds k edges a row in both directions, and at a
     # million images every copy of it costs about a gigabyte (docs/scale.md).
     # W = A + A^T in one coalesce of both edge directions: an (i, j) in both sums its two values, a + b
     # being b + a, so the graph is the same to the bit as adding the two sparse tensors
-    rows, cols = torch.arange(n).repeat_interleave(k), torch.cat(neighbours).flatten()
-    del neighbours
+    rows = torch.arange(n).repeat_interleave(k)
     edges = torch.stack([torch.cat([rows, cols]), torch.cat([cols, rows])])
     del rows, cols
-    values = torch.cat(values).flatten()
     w = torch.sparse_coo_tensor(edges, torch.cat([values, values]), (n, n), check_invariants=True)
     del edges, values
     w = w.coalesce()
@@ -99,6 +93,7 @@ def label_propagation(
     num_classes: int,
     k: int,
     alpha: float,
+    exact_max: int,
     gamma: float = 3.0,
     iterations: int = 20,
 ) -> np.ndarray:
@@ -116,9 +111,10 @@ def label_propagation(
     Args:
         labeled_features: (L, d) features of the labeled images; labels: (L,) their class indices.
         pool_features: (N, d) features of the pool images, in the same space.
-        k, gamma: the graph (knn_affinity); alpha in (0, 1): how far labels spread (Zhou et al.: 0.99).
+        k, gamma, exact_max: the graph (knn_affinity); alpha in (0, 1): how far labels spread (Zhou et al.:
+            0.99).
     """
-    graph = _graph(labeled_features, labels, pool_features, k, gamma)
+    graph = _graph(labeled_features, labels, pool_features, k, gamma, exact_max)
     z = propagate(graph, seed_labels(labels, num_classes, graph.shape[0]), alpha, iterations)[len(labels) :]
     z = z / z.sum(dim=0, keepdim=True).clamp_min(1e-12)
     total = z.sum(dim=1, keepdim=True)
@@ -134,6 +130,7 @@ def label_mass_scores(
     folds: np.ndarray,
     k: int,
     alpha: float,
+    exact_max: int,
     gamma: float = 3.0,
     iterations: int = 20,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +148,7 @@ def label_mass_scores(
     of fold f scores by the mass from the labels of the other folds (`folds`: (L,) fold indices). One graph,
     one conjugate-gradient solve for every fold's Y at once.
     """
-    graph = _graph(labeled_features, labels, pool_features, k, gamma)
+    graph = _graph(labeled_features, labels, pool_features, k, gamma, exact_max)
     n = graph.shape[0]
     fold_ids = np.unique(folds)
     columns = [seed_labels(labels, num_classes, n)]
@@ -168,10 +165,16 @@ def label_mass_scores(
 
 
 def _graph(
-    labeled_features: np.ndarray, labels: np.ndarray, pool_features: np.ndarray, k: int, gamma: float
+    labeled_features: np.ndarray,
+    labels: np.ndarray,
+    pool_features: np.ndarray,
+    k: int,
+    gamma: float,
+    exact_max: int,
 ) -> torch.Tensor:
-    """knn_affinity of the labeled images (first) and the pool's, after checking that they fit together."""
+    """knn_affinity of the labeled images (first) and the pool's, after checking that they fit together; at
+    most k = the pool's size neighbours a node."""
     assert labeled_features.shape[1] == pool_features.shape[1], "labeled and pool features differ in width"
     assert len(labels) == len(labeled_features), f"{len(labels)} labels for {len(labeled_features)} images"
     features = torch.from_numpy(np.concatenate([labeled_features, pool_features])).float()
-    return knn_affinity(features, k, gamma)
+    return knn_affinity(features, min(k, len(pool_features)), gamma, exact_max)

@@ -134,7 +134,18 @@ def test_every_method_scores_far_images_higher_and_calibrates_on_held_out_images
     far = rng.normal(scale=0.3, size=(200, 8))  # the noise without any class's signal
     pool = np.concatenate([near, far])
     scores, held_out = ood_scores(
-        method, pool, labeled, labels, 4, k=1, shrinkage=0.5, folds=4, seed=0, graph_k=10, alpha=0.99
+        method,
+        pool,
+        labeled,
+        labels,
+        4,
+        k=1,
+        shrinkage=0.5,
+        folds=4,
+        seed=0,
+        graph_k=10,
+        alpha=0.99,
+        exact_max=100_000,
     )
     assert held_out.shape == (40,)
     threshold = calibrate_ood_threshold(held_out, 0.95)

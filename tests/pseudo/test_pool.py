@@ -24,7 +24,9 @@ def speckle(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.integers(0, 256, (n, 12, 12, 1)).astype(np.uint8)
 
 
-GRAPH = PropagationConfig(weight=1.0, features="teacher", temperature=0.25, k=10, alpha=0.99)
+GRAPH = PropagationConfig(
+    weight=1.0, features="teacher", temperature=0.25, k=10, alpha=0.99, exact_max=100_000
+)
 
 
 @pytest.fixture

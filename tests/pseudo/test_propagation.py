@@ -13,7 +13,7 @@ from pipeline.pseudo.propagation import conjugate_gradient, knn_affinity, label_
 def test_knn_affinity_is_symmetric_normalized_and_skips_self_loops():
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.normal(size=(30, 5))).float()
-    w = knn_affinity(x, k=4, gamma=3.0).to_dense()
+    w = knn_affinity(x, k=4, gamma=3.0, exact_max=30).to_dense()
     assert torch.allclose(w, w.T)
     assert torch.all(w.diagonal() == 0)
     # D^-1/2 W D^-1/2 of the unnormalized graph: rebuild it by hand from the cosine similarities.
@@ -41,9 +41,13 @@ def test_label_propagation_matches_the_closed_form_with_class_mass_normalization
     rng = np.random.default_rng(2)
     labeled, pool = rng.normal(size=(4, 6)), rng.normal(size=(40, 6))
     labels = np.array([0, 1, 2, 2])
-    probs = label_propagation(labeled, labels, pool, 3, k=5, alpha=0.9, iterations=200)
+    probs = label_propagation(labeled, labels, pool, 3, k=5, alpha=0.9, exact_max=100, iterations=200)
     # The closed form by a dense solve: Z = (I - a W)^-1 Y, Y_ic = 1 / |L_c|.
-    w = knn_affinity(torch.from_numpy(np.concatenate([labeled, pool])).float(), 5, 3.0).to_dense().double()
+    w = (
+        knn_affinity(torch.from_numpy(np.concatenate([labeled, pool])).float(), 5, 3.0, 100)
+        .to_dense()
+        .double()
+    )
     y = torch.zeros(44, 3, dtype=torch.double)
     y[torch.arange(4), torch.from_numpy(labels)] = torch.tensor([1.0, 1.0, 0.5, 0.5], dtype=torch.double)
     z = torch.linalg.solve(torch.eye(44, dtype=torch.double) - 0.9 * w, y)[4:].clamp_min(0)
@@ -67,7 +71,9 @@ def test_labels_spread_along_a_chain_where_the_nearest_labeled_image_is_the_wron
     arc0, arc1 = arc(np.arange(0, 171, 2.0), 0.0), arc(np.arange(180, 9, -2.0), 0.5)
     labeled, pool = np.stack([arc0[0], arc1[0]]), np.concatenate([arc0[1:], arc1[1:]])
     truth = np.repeat([0, 1], [len(arc0) - 1, len(arc1) - 1])
-    probs = label_propagation(labeled, np.array([0, 1]), pool, 2, k=2, alpha=0.99, iterations=500)
+    probs = label_propagation(
+        labeled, np.array([0, 1]), pool, 2, k=2, alpha=0.99, exact_max=1000, iterations=500
+    )
     assert (probs.argmax(axis=1) == truth).all()
     unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
     nearest_labeled = (unit(pool) @ unit(labeled).T).argmax(axis=1)
@@ -79,10 +85,10 @@ def test_propagate_pool_weight_zero_keeps_the_teacher_and_one_replaces_it():
     labeled, pool = rng.normal(size=(6, 4)), rng.normal(size=(30, 4))
     labels = np.array([0, 0, 1, 1, 2, 2])
     teacher = rng.dirichlet(np.ones(3), size=30).astype(np.float32)
-    cfg = PropagationConfig(weight=0.0, features="teacher", temperature=0.5, k=5, alpha=0.9)
+    cfg = PropagationConfig(weight=0.0, features="teacher", temperature=0.5, k=5, alpha=0.9, exact_max=100)
     assert propagate_pool(cfg, teacher, pool, labeled, labels) is teacher
     alone = propagate_pool(cfg.model_copy(update={"weight": 1.0}), teacher, pool, labeled, labels)
-    propagated = label_propagation(labeled, labels, pool, 3, 5, 0.9)
+    propagated = label_propagation(labeled, labels, pool, 3, 5, 0.9, 100)
     sharpened = propagated**2 / (propagated**2).sum(axis=1, keepdims=True)  # T = 0.5
     np.testing.assert_allclose(alone, sharpened, atol=1e-6)
     assert (alone.max(axis=1) >= propagated.max(axis=1) - 1e-6).all()
@@ -94,8 +100,14 @@ def test_label_mass_scores_match_the_closed_form_with_held_out_folds():
     rng = np.random.default_rng(4)
     labeled, pool = rng.normal(size=(6, 5)), rng.normal(size=(40, 5))
     labels, folds = np.array([0, 0, 1, 1, 2, 2]), np.array([0, 1, 0, 1, 0, 1])
-    scores, held_out = label_mass_scores(labeled, labels, pool, 3, folds, k=5, alpha=0.9, iterations=200)
-    w = knn_affinity(torch.from_numpy(np.concatenate([labeled, pool])).float(), 5, 3.0).to_dense().double()
+    scores, held_out = label_mass_scores(
+        labeled, labels, pool, 3, folds, k=5, alpha=0.9, exact_max=100, iterations=200
+    )
+    w = (
+        knn_affinity(torch.from_numpy(np.concatenate([labeled, pool])).float(), 5, 3.0, 100)
+        .to_dense()
+        .double()
+    )
     solve = lambda y: torch.linalg.solve(torch.eye(46, dtype=torch.double) - 0.9 * w, y)  # noqa: E731
 
     def mass(sources: np.ndarray) -> np.ndarray:  # Y_ic = 1 / |L_c| over the source images of class c
@@ -121,7 +133,9 @@ def test_a_cluster_no_labeled_image_reaches_scores_as_ood_though_a_labeled_image
     labeled = np.stack([arc0[0], arc0[1], arc1[0], arc1[1]])
     pool = np.concatenate([arc0[2:], arc1[2:], cluster])
     labels, folds = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
-    scores, held_out = label_mass_scores(labeled, labels, pool, 2, folds, k=2, alpha=0.99, iterations=500)
+    scores, held_out = label_mass_scores(
+        labeled, labels, pool, 2, folds, k=2, alpha=0.99, exact_max=1000, iterations=500
+    )
     in_arcs, in_cluster = scores[:-20], scores[-20:]
     assert in_cluster.min() > in_arcs.max()
     assert np.isfinite(held_out).all() and held_out.max() < in_cluster.min()
