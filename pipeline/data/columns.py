@@ -67,6 +67,20 @@ class StringLookup:
     def __len__(self) -> int:
         return len(self.strings)
 
+    def first_rows(self) -> np.ndarray:
+        """(n,) for each row, the first row holding the same string (the row itself for a first)."""
+        n = len(self.keys)
+        if n == 0:
+            return np.zeros(0, np.int64)
+        starts = np.flatnonzero(np.r_[True, self.keys[1:] != self.keys[:-1]])  # runs of equal keys
+        first = np.empty(n, np.int64)
+        first[self.order] = np.repeat(self.order[starts], np.diff(np.r_[starts, n]))
+        later = np.flatnonzero(first != np.arange(n))
+        collided = later[np.asarray(self.strings[later] != self.strings[first[later]], dtype=bool)]
+        for row in collided:  # equal keys of unequal strings: found by comparing the strings
+            first[row] = self.find(self.strings[row])
+        return first
+
     def find(self, text: str) -> int | None:
         """The first row holding `text`, or None."""
         key = np.uint64(string_key(text))

@@ -36,3 +36,11 @@ def test_lookup_tells_colliding_keys_apart_by_the_strings(monkeypatch):
     monkeypatch.setattr(columns, "string_key", lambda text: 42)  # all keys collide, as two 64-bit keys could
     lookup = StringLookup(pd.Series(["x", "y", "z"]))
     assert [lookup.find(s) for s in ("x", "y", "z", "w")] == [0, 1, 2, None]
+
+
+def test_first_rows_point_each_row_at_the_first_equal_string_even_when_keys_collide(monkeypatch):
+    strings = pd.Series(["a", "b", "a", "c", "b", "a"], dtype="str", index=[5, 6, 7, 8, 9, 10])
+    assert StringLookup(strings).first_rows().tolist() == [0, 1, 0, 3, 1, 0]
+    assert StringLookup(pd.Series([], dtype="str")).first_rows().tolist() == []
+    monkeypatch.setattr(columns, "string_key", lambda text: 42)  # all keys collide, as two 64-bit keys could
+    assert StringLookup(strings).first_rows().tolist() == [0, 1, 0, 3, 1, 0]
