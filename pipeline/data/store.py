@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 # The files of a store (params.yaml paths.prepared), named here once.
 MANIFEST, IMAGES, CLASSES, STATS, DECODER = (
@@ -106,22 +107,30 @@ class Split:
         return Split(self.index[mask], self.labels[mask], self.sha256[mask], self.paths[mask])
 
 
+# The manifest's columns a Split is made of
+SPLIT_COLUMNS = ["split", "status", "label", "index", "sha256", "path"]
+
+
 @dataclass(frozen=True)
 class Prepared:
-    manifest: pd.DataFrame
+    directory: Path
     images: ImageFile  # (N, H, W, C) uint8, read on demand
     classes: list[str]
     stats: dict[str, list[float]]  # per-channel mean and std in [0, 1]
 
     def split(self, name: str) -> Split:
-        manifest = self.manifest
-        rows = ((manifest["split"] == name) & (manifest["status"] == "ok")).to_numpy()
-        labels = pd.Categorical(manifest["label"][rows], categories=self.classes).codes  # -1: none
+        """The usable (status ok) images of split `name`, in manifest order. Only that split's rows and the
+        columns of a Split are read: a stage that trains on the labeled images does not hold the manifest
+        rows of a million unlabeled ones (docs/scale.md)."""
+        filters = [("split", "==", name), ("status", "==", "ok")]
+        table = pq.read_table(self.directory / MANIFEST, columns=SPLIT_COLUMNS, filters=filters)
+        manifest = table.to_pandas()
+        labels = pd.Categorical(manifest["label"], categories=self.classes).codes  # -1: none
         return Split(
-            index=manifest["index"].to_numpy(np.int64)[rows],
+            index=manifest["index"].to_numpy(np.int64),
             labels=labels.astype(np.int64),
-            sha256=manifest["sha256"].array[rows],
-            paths=manifest["path"].array[rows],
+            sha256=manifest["sha256"].array,
+            paths=manifest["path"].array,
         )
 
 
@@ -130,8 +139,11 @@ def load_prepared(directory: str | Path) -> Prepared:
     missing = [n for n in (MANIFEST, IMAGES, CLASSES, STATS) if not (directory / n).is_file()]
     if missing:
         raise FileNotFoundError(f"prepared store {directory} lacks {missing}; run the prepare stage first")
+    absent = set(SPLIT_COLUMNS) - set(pq.read_schema(directory / MANIFEST).names)  # unreadable: raises here
+    if absent:
+        raise ValueError(f"{directory / MANIFEST} lacks the column(s) {sorted(absent)}; run prepare again")
     return Prepared(
-        manifest=pd.read_parquet(directory / MANIFEST),
+        directory=directory,
         images=ImageFile(directory / IMAGES),
         classes=json.loads((directory / CLASSES).read_text()),
         stats=json.loads((directory / STATS).read_text()),

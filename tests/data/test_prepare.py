@@ -181,3 +181,23 @@ def test_damaged_rows_of_the_last_run_are_read_again_and_the_store_equals_a_fres
     assert again.decoded == 2  # the rows without width or mode; a missing first version is only a version
     prepare(roots(fixture_data), tmp_path / "scratch", 28, 1, progress=False)
     assert tree_digest(out) == tree_digest(tmp_path / "scratch")
+
+
+def test_a_split_reads_its_usable_rows_in_manifest_order_and_a_manifest_missing_a_column_is_named(
+    fixture_data, tmp_path
+):
+    manifest = prepare(
+        roots(fixture_data), tmp_path / "prepared", image_size=28, channels=1, progress=False
+    ).manifest
+    store = load_prepared(tmp_path / "prepared")
+    for name in ("labeled", "unlabeled", "test"):
+        rows = manifest[(manifest["split"] == name) & (manifest["status"] == "ok")]
+        split = store.split(name)
+        assert split.index.tolist() == rows["index"].tolist() and list(split.paths) == rows["path"].tolist()
+        assert list(split.sha256) == rows["sha256"].tolist()
+        assert [store.classes[c] if c >= 0 else None for c in split.labels] == [
+            label if name != "unlabeled" else None for label in rows["label"]
+        ]
+    manifest.drop(columns=["sha256"]).to_parquet(tmp_path / "prepared" / "manifest.parquet")
+    with pytest.raises(ValueError, match=r"manifest.parquet lacks the column\(s\) \['sha256'\]"):
+        load_prepared(tmp_path / "prepared")
