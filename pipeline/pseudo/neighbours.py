@@ -34,18 +34,32 @@ def nearest_neighbours(
 
 
 def exact_neighbours(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every row against every other, (chunk, N) similarities at a time: N^2 d multiply-adds."""
-    n = len(x)
-    chunk = max(1, min(n, MAX_BLOCK // n))
-    values, neighbours = [], []
-    for start in range(0, n, chunk):
-        sims = x[start : start + chunk] @ x.T
-        rows = torch.arange(len(sims))
-        sims[rows, rows + start] = -2.0  # never its own neighbour
+    """Every row against every other: N^2 d multiply-adds."""
+    values, neighbours = torch.empty(len(x), k), torch.empty(len(x), k, dtype=torch.long)
+    everyone = torch.arange(len(x))
+    search_among(x, k, everyone, everyone, values, neighbours)
+    return values, neighbours
+
+
+def search_among(
+    x: torch.Tensor,
+    k: int,
+    members: torch.Tensor,
+    candidates: torch.Tensor,
+    values: torch.Tensor,
+    neighbours: torch.Tensor,
+) -> None:
+    """Fill rows `members` of `values` and `neighbours` (N, k) with their k most similar `candidates` (row
+    indices of x, members first in the same order: never its own neighbour), exactly, (chunk, candidates)
+    similarities at a time."""
+    chunk, reference = max(1, MAX_BLOCK // len(candidates)), x[candidates].T
+    for s in range(0, len(members), chunk):
+        rows = members[s : s + chunk]
+        sims = x[rows] @ reference
+        own = torch.arange(len(rows))
+        sims[own, own + s] = -2.0  # never its own neighbour
         top, index = sims.topk(k, dim=1)
-        values.append(top)
-        neighbours.append(index)
-    return torch.cat(values), torch.cat(neighbours)
+        values[rows], neighbours[rows] = top, candidates[index]
 
 
 def spherical_kmeans(x: torch.Tensor, cells: int, iterations: int, seed: int) -> torch.Tensor:
@@ -91,12 +105,5 @@ def ivf_neighbours(
         sizes = (starts[searched + 1] - starts[searched]).cumsum(0)
         last = max(probes, int(torch.searchsorted(sizes, k, right=True)) + 1)
         candidates = torch.cat([order[starts[j] : starts[j + 1]] for j in searched[:last].tolist()])
-        chunk, reference = max(1, MAX_BLOCK // len(candidates)), x[candidates].T
-        for s in range(0, len(members), chunk):
-            rows = members[s : s + chunk]
-            sims = x[rows] @ reference
-            own = torch.arange(len(rows))
-            sims[own, own + s] = -2.0  # never its own neighbour
-            top, index = sims.topk(k, dim=1)
-            values[rows], neighbours[rows] = top, candidates[index]
+        search_among(x, k, members, candidates, values, neighbours)
     return values, neighbours
