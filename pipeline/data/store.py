@@ -125,7 +125,7 @@ class Prepared:
         filters = [("split", "==", name), ("status", "==", "ok")]
         table = pq.read_table(self.directory / MANIFEST, columns=SPLIT_COLUMNS, filters=filters)
         manifest = table.to_pandas()
-        labels = pd.Categorical(manifest["label"], categories=self.classes).codes  # -1: none
+        labels = pd.Index(self.classes).get_indexer(manifest["label"])  # -1: none, or not a known class
         return Split(
             index=manifest["index"].to_numpy(np.int64),
             labels=labels.astype(np.int64),
