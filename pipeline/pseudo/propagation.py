@@ -31,23 +31,44 @@ def knn_affinity(features: torch.Tensor, k: int, gamma: float, exact_max: int) -
     n = len(x)
     top, cols = nearest_neighbours(x, k, exact_max)
     values = top.clamp_min(0).flatten() ** gamma
-    cols = cols.flatten()
     del top
-    # Each intermediate is dropped once used: the graph holds k edges a row in both directions, and at a
-    # million images every copy of it costs about a gigabyte (docs/scale.md).
-    # W = A + A^T in one coalesce of both edge directions: an (i, j) in both sums its two values, a + b
-    # being b + a, so the graph is the same to the bit as adding the two sparse tensors
+    indices, values = symmetric_edges(cols, values)
+    del cols
+    d_inv_sqrt = torch.zeros(n).index_add_(0, indices[0], values).clamp_min(1e-12).rsqrt()
+    values = values * d_inv_sqrt[indices[0]] * d_inv_sqrt[indices[1]]
+    return torch.sparse_coo_tensor(indices, values, (n, n), check_invariants=True, is_coalesced=True)
+
+
+def symmetric_edges(cols: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The edges of W = A + A^T, where A holds row i's `values` (N*k,) at its k distinct neighbours `cols`
+    (N, k; i itself excluded): (2, E) indices, row-major sorted and unique (a coalesced sparse tensor's), and
+    their values, an edge in both lists (j among i's neighbours and i among j's) with the sum of both.
+
+    Each edge i -> j and its reverse j -> i get the key i * N + j; one sort of the keys puts them in
+    coalesced order, and equal keys are adjacent. The result is the same to the bit as coalescing a sparse
+    tensor of both directions (a + b = b + a), in about two thirds of its peak memory and a fifth of its time
+    at a million images (docs/scale.md)."""
+    n, k = cols.shape
+    m = n * k
     rows = torch.arange(n).repeat_interleave(k)
-    edges = torch.stack([torch.cat([rows, cols]), torch.cat([cols, rows])])
-    del rows, cols
-    w = torch.sparse_coo_tensor(edges, torch.cat([values, values]), (n, n), check_invariants=True)
-    del edges, values
-    w = w.coalesce()
-    d_inv_sqrt = torch.sparse.sum(w, dim=1).to_dense().clamp_min(1e-12).rsqrt()
-    i, j = w.indices()
-    values = w.values() * d_inv_sqrt[i] * d_inv_sqrt[j]
-    # w's indices are already coalesced (sorted, unique): no second sort
-    return torch.sparse_coo_tensor(w.indices(), values, (n, n), check_invariants=True, is_coalesced=True)
+    key = torch.empty(2 * m, dtype=torch.long)
+    key[:m].copy_(rows).mul_(n).add_(cols.flatten())
+    key[m:].copy_(cols.flatten()).mul_(n).add_(rows)
+    del rows
+    key, order = torch.sort(key)
+    values = torch.cat([values, values])[order]
+    del order
+    first = torch.ones(len(key), dtype=torch.bool)  # the first of equal keys
+    torch.ne(key[1:], key[:-1], out=first[1:])
+    second = ~first[1:]  # key i + 1 equals key i
+    assert not bool((second[1:] & second[:-1]).any()), "an edge listed three times: neighbours not distinct"
+    values[:-1][second] += values[1:][second]
+    key, values = key[first], values[first]
+    del first, second
+    indices = torch.empty(2, len(key), dtype=torch.long)
+    torch.div(key, n, rounding_mode="floor", out=indices[0])
+    torch.remainder(key, n, out=indices[1])
+    return indices, values
 
 
 def conjugate_gradient(matvec, b: torch.Tensor, iterations: int, tolerance: float = 1e-6) -> torch.Tensor:

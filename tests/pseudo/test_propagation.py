@@ -7,7 +7,13 @@ import torch
 from pipeline.config.pseudolabel import PropagationConfig
 from pipeline.pseudo.ood import knn_distance
 from pipeline.pseudo.pool import propagate_pool
-from pipeline.pseudo.propagation import conjugate_gradient, knn_affinity, label_mass_scores, label_propagation
+from pipeline.pseudo.propagation import (
+    conjugate_gradient,
+    knn_affinity,
+    label_mass_scores,
+    label_propagation,
+    symmetric_edges,
+)
 
 
 def test_knn_affinity_is_symmetric_normalized_and_skips_self_loops():
@@ -26,6 +32,29 @@ def test_knn_affinity_is_symmetric_normalized_and_skips_self_loops():
     raw = a + a.T
     d = raw.sum(dim=1).rsqrt()
     assert torch.allclose(w, d[:, None] * raw * d[None, :], atol=1e-6)
+
+
+def test_symmetric_edges_sum_an_edge_in_both_lists_and_come_in_coalesced_order():
+    # 0 -> 1 (a), 1 -> 0 (b), 2 -> 0 (c): W = A + A^T has (0, 1) = (1, 0) = a + b, (0, 2) = (2, 0) = c
+    a, b, c = 0.5, 0.25, 0.125
+    indices, values = symmetric_edges(torch.tensor([[1], [0], [0]]), torch.tensor([a, b, c]))
+    assert indices.tolist() == [[0, 0, 1, 2], [1, 2, 0, 0]]
+    assert values.tolist() == [a + b, c, a + b, c]
+
+
+def test_symmetric_edges_are_those_of_a_coalesced_sparse_tensor_to_the_bit():
+    rng = np.random.default_rng(3)
+    n, k = 500, 7
+    neighbours = [rng.choice(np.delete(np.arange(n), i), k, replace=False) for i in range(n)]  # distinct
+    cols = torch.from_numpy(np.stack(neighbours))
+    values = torch.from_numpy(rng.random(n * k)).float()
+    rows = torch.arange(n).repeat_interleave(k)
+    edges = torch.stack([torch.cat([rows, cols.flatten()]), torch.cat([cols.flatten(), rows])])
+    reference = torch.sparse_coo_tensor(edges, torch.cat([values, values]), (n, n), check_invariants=True)
+    reference = reference.coalesce()
+    indices, summed = symmetric_edges(cols, values)
+    assert len(summed) < 2 * n * k  # an edge in both lists is one entry (54 fewer here)
+    assert torch.equal(indices, reference.indices()) and torch.equal(summed, reference.values())
 
 
 def test_conjugate_gradient_solves_a_symmetric_positive_definite_system():
