@@ -29,17 +29,18 @@ def evaluate_rounds(
     confusion matrix and figures; and with a `validation` split, {round: 1 per validation image it got
     right} for the promotion."""
     paths, bins, results, val_hits = params.paths, params.evaluate.ece_bins, {}, {}
-    truth, labels = read_analysis_labels(paths.analysis), data.split("test").labels
+    truth, test = read_analysis_labels(paths.analysis), data.split("test")  # read once, for every round
     for step, name in enumerate(params.round_order()):
         result = evaluate_round(
-            model_file=artifacts.round_model(paths, name), data=data, truth=truth, ece_bins=bins,
+            model_file=artifacts.round_model(paths, name), data=data, test=test, truth=truth, ece_bins=bins,
             table_file=artifacts.pseudo_labels(paths, name), validation=validation, compute=compute,
         )  # fmt: skip
         changes = log_round_changes(run, params, data.classes, truth, name)  # MLflow only, not eval.json
         run.log({**result.metrics, **changes}, step)
         results[name], val_hits[name] = result.metrics, result.val_hits
         run.log_frame(result.confusion_frame(data.classes), f"{name}/confusion.csv")
-        run.log_figures(evaluation_figures(result.confusion, result.probs, labels, data.classes, bins, name))
+        figures = evaluation_figures(result.confusion, result.probs, test.labels, data.classes, bins, name)
+        run.log_figures(figures)
     return results, val_hits if validation is not None else None
 
 

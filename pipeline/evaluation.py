@@ -44,16 +44,16 @@ def evaluate_round(
     model_file: Path,
     table_file: Path,
     data: Prepared,
+    test: Split,
     truth: pd.Series,
     ece_bins: int,
     validation: Split | None = None,
     compute: Compute = CPU,
 ) -> RoundEvaluation:
-    """Test metrics of the model in `model_file`, its accuracy on the `validation` images (`val/accuracy`,
-    when there are some), plus the statistics of its round's pseudo-label table (`table_file`, absent for the
-    teacher), with `truth` the analysis labels of the pool."""
+    """Test metrics of the model in `model_file` on the `test` split, its accuracy on the `validation` images
+    (`val/accuracy`, when there are some), plus the statistics of its round's pseudo-label table
+    (`table_file`, absent for the teacher), with `truth` the analysis labels of the pool."""
     model, _ = load_classifier(model_file)
-    test = data.split("test")
     logits, _ = predict(model, data.images, test.index, compute=compute)
     probs = softmax(logits)
     metrics, confusion = test_metrics(probs, test.labels, ece_bins)
